@@ -1,0 +1,266 @@
+"""Run-time fixes for basicsr 1.4.2. Each ``patch_*`` function replaces one basicsr attribute and is idempotent.
+
+The fixes, and what breaks without them:
+
+- ``patch_registry_lookup``: an unknown name raised a bare KeyError (after a ``print``); now the error names the
+  registry and the closest registered names.
+- ``patch_jpeg_quality``: ``add_jpg_compression`` passed a float quality to ``cv2.imencode``; OpenCV 5 rejects it.
+- ``patch_init_dist``: ``init_dist`` divided by ``torch.cuda.device_count()`` and forced NCCL; a CPU-only
+  ``torchrun`` crashed. Now CPU ranks use gloo and GPU ranks keep NCCL.
+- ``patch_model_to_device``: DDP was built with ``device_ids=[torch.cuda.current_device()]`` even on CPU.
+- ``patch_resume``: ``load_resume_state`` called ``torch.cuda.current_device()`` and unpickled with full pickle;
+  resumed pretrain paths were redirected even for frozen networks that are never saved; training states were
+  written in place, so a kill during the write left a corrupt latest state that ``--auto_resume`` then picked.
+- ``patch_safe_yaml``: option files were read with ``yaml.Loader``, which can construct arbitrary objects.
+"""
+import difflib
+import os
+import os.path as osp
+
+_PATCHED = set()
+
+
+def _once(func):
+    """Run a patch function only once per process."""
+
+    def wrapper():
+        if func.__name__ in _PATCHED:
+            return
+        func()
+        _PATCHED.add(func.__name__)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def closest_names(name, candidates, limit=5):
+    """Registered names closest to ``name``: fuzzy matches first, then case-insensitive substrings."""
+    candidates = sorted(candidates)
+    close = difflib.get_close_matches(name, candidates, n=limit, cutoff=0.5)
+    lowered = name.lower()
+    close += [c for c in candidates if (lowered in c.lower() or c.lower() in lowered) and c not in close]
+    return close[:limit]
+
+
+def unknown_name_message(registry_name, name, candidates):
+    """The message for a name missing from a registry; shared by the registry patch and the YAML checks."""
+    close = closest_names(str(name), candidates)
+    hint = f' Closest registered names: {", ".join(close)}.' if close else ''
+    return (f"No object named '{name}' in basicsr's {registry_name.upper()} registry ({len(candidates)} "
+            f'registered).{hint} Did you import the package that registers it (e.g. gtplus_arch)?')
+
+
+@_once
+def patch_registry_lookup():
+    from basicsr.utils.registry import Registry
+
+    def get(self, name, suffix='basicsr'):
+        found = self._obj_map.get(name)
+        if found is None:
+            found = self._obj_map.get(f'{name}_{suffix}')
+        if found is None:
+            raise KeyError(unknown_name_message(self._name, name, list(self._obj_map)))
+        return found
+
+    Registry.get = get
+
+
+@_once
+def patch_jpeg_quality():
+    import cv2
+    import numpy as np
+    from basicsr.data import degradations
+
+    def add_jpg_compression(img, quality=90):
+        """Add JPEG artifacts. img: (h, w, c) float32 in [0, 1]; quality is rounded to an int for OpenCV 5."""
+        img = np.clip(img, 0, 1)
+        encode_param = [int(cv2.IMWRITE_JPEG_QUALITY), int(round(float(quality)))]
+        _, encoded = cv2.imencode('.jpg', img * 255., encode_param)
+        return np.float32(cv2.imdecode(encoded, 1)) / 255.
+
+    # random_add_jpg_compression looks the function up in the module globals, so it picks this up too.
+    degradations.add_jpg_compression = add_jpg_compression
+
+
+def init_dist(launcher, backend=None, **kwargs):
+    """CUDA-free replacement for ``basicsr.utils.dist_util.init_dist``.
+
+    Args:
+        launcher (str): 'pytorch' (torchrun environment) or 'slurm'.
+        backend (str | None): None picks 'nccl' when CUDA is available, else 'gloo'.
+    """
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    from basicsr.utils import dist_util
+
+    if dist.is_initialized():
+        return
+    if mp.get_start_method(allow_none=True) is None:
+        mp.set_start_method('spawn')
+    use_cuda = torch.cuda.is_available() and torch.cuda.device_count() > 0
+    backend = backend or ('nccl' if use_cuda else 'gloo')
+    if launcher == 'pytorch':
+        if use_cuda:
+            local_rank = int(os.environ.get('LOCAL_RANK', os.environ.get('RANK', 0)))
+            torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dist.init_process_group(backend=backend, **kwargs)
+    elif launcher == 'slurm':
+        if not use_cuda:
+            raise RuntimeError('The slurm launcher in basicsr needs GPUs; on CPU use torchrun --launcher pytorch.')
+        dist_util._init_dist_slurm(backend, **kwargs)
+    else:
+        raise ValueError(f'Invalid launcher type: {launcher}. Use none, pytorch or slurm.')
+
+
+@_once
+def patch_init_dist():
+    from basicsr.utils import dist_util, options
+    dist_util.init_dist = init_dist
+    options.init_dist = init_dist
+
+
+@_once
+def patch_model_to_device():
+    import torch
+    from basicsr.models.base_model import BaseModel
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    def model_to_device(self, net):
+        """Move ``net`` to ``self.device``; wrap in DDP (any device) or DataParallel (several GPUs)."""
+        net = net.to(self.device)
+        if self.opt['dist']:
+            find_unused = self.opt.get('find_unused_parameters', False)
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            net = DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=find_unused)
+        elif self.opt['num_gpu'] > 1:
+            net = DataParallel(net)
+        return net
+
+    BaseModel.model_to_device = model_to_device
+
+
+def latest_training_state(states_dir):
+    """Path of the highest-iteration ``<iter>.state`` file in ``states_dir``, or None."""
+    if not osp.isdir(states_dir):
+        return None
+    iters = [int(name[:-len('.state')]) for name in os.listdir(states_dir)
+             if name.endswith('.state') and name[:-len('.state')].isdigit()]
+    return osp.join(states_dir, f'{max(iters)}.state') if iters else None
+
+
+def redirect_pretrain_paths(opt, resume_iter):
+    """Point each trained network's pretrain path at its checkpoint of ``resume_iter``.
+
+    Unlike basicsr's ``check_resume``, a network with no saved checkpoint (a frozen restorer, a frozen CFMG) keeps
+    the path the user gave, instead of being sent to a file that was never written.
+    """
+    from basicsr.utils import get_root_logger
+    logger = get_root_logger()
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    for network in [key for key in opt if key.startswith('network_')]:
+        basename = network[len('network_'):]
+        saved = osp.join(opt['path']['models'], f'net_{basename}_{resume_iter}.pth')
+        if network not in ignored and osp.isfile(saved):
+            opt['path'][f'pretrain_{network}'] = saved
+            logger.info(f'Resume: pretrain_{network} set to {saved}')
+    for key in [k for k in opt['path'] if k.startswith('param_key') and opt['path'][k] == 'params_ema']:
+        opt['path'][key] = 'params'
+
+
+def resume_map_location(opt):
+    """Where resumed tensors go: the current GPU when training on GPUs, else the CPU."""
+    import torch
+    if opt.get('num_gpu', 0) != 0 and torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def load_resume_state(opt):
+    """CPU-safe replacement for ``basicsr.train.load_resume_state``.
+
+    Args:
+        opt (dict): Parsed options; reads ``auto_resume``, ``path.resume_state`` and ``path.training_states``.
+
+    Returns:
+        dict | None: The training state (epoch, iter, optimizers, schedulers), or None for a fresh start.
+    """
+    import torch
+    if opt.get('auto_resume'):
+        states_dir = opt['path'].get('training_states') or osp.join('experiments', opt['name'], 'training_states')
+        state_path = latest_training_state(states_dir)
+        if state_path is not None:
+            opt['path']['resume_state'] = state_path
+    else:
+        state_path = opt['path'].get('resume_state')
+    if not state_path:
+        return None
+    if not osp.isfile(state_path):
+        raise FileNotFoundError(f'path.resume_state points to {state_path}, which does not exist.')
+    state = torch.load(state_path, map_location=resume_map_location(opt), weights_only=True)
+    redirect_pretrain_paths(opt, state['iter'])
+    return state
+
+
+def save_training_state(self, epoch, current_iter):
+    """Atomic replacement for ``BaseModel.save_training_state``: write ``<iter>.state.tmp``, then rename.
+
+    An interrupted write therefore never leaves a truncated ``.state`` for ``--auto_resume`` to pick up.
+    """
+    import torch
+    from basicsr.utils.dist_util import get_dist_info
+    if current_iter == -1 or get_dist_info()[0] != 0:
+        return
+    state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers]}
+    save_path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
+    tmp_path = save_path + '.tmp'
+    torch.save(state, tmp_path)
+    os.replace(tmp_path, save_path)
+
+
+@_once
+def patch_resume():
+    import basicsr.train
+    from basicsr.models.base_model import BaseModel
+    basicsr.train.load_resume_state = load_resume_state
+    BaseModel.save_training_state = save_training_state
+
+
+def safe_ordered_loader():
+    """A ``yaml.SafeLoader`` subclass that builds mappings as OrderedDict (basicsr keeps option order)."""
+    from collections import OrderedDict
+
+    import yaml
+
+    class SafeOrderedLoader(yaml.SafeLoader):
+        pass
+
+    def construct_ordered(loader, node):
+        return OrderedDict(loader.construct_pairs(node))
+
+    SafeOrderedLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_ordered)
+    return SafeOrderedLoader
+
+
+@_once
+def patch_safe_yaml():
+    from basicsr.utils import options
+    unsafe_ordered_yaml = options.ordered_yaml
+
+    def ordered_yaml():
+        """basicsr's (Loader, Dumper) pair, with the loader made safe."""
+        return safe_ordered_loader(), unsafe_ordered_yaml()[1]
+
+    options.ordered_yaml = ordered_yaml
+
+
+def apply_basicsr_patches():
+    """Apply every fix above (imports basicsr)."""
+    patch_registry_lookup()
+    patch_jpeg_quality()
+    patch_init_dist()
+    patch_model_to_device()
+    patch_resume()
+    patch_safe_yaml()

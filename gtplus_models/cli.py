@@ -1,0 +1,47 @@
+"""The ``gtplus`` command. Each module in ``gtplus_models/commands/`` is one subcommand.
+
+A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; its file name,
+with ``_`` turned into ``-``, is the subcommand's name. Heavy imports belong inside ``run`` so that
+``gtplus --help`` stays quick.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+from gtplus_models.version import __version__
+
+COMMANDS_PACKAGE = 'gtplus_models.commands'
+
+
+def discover_commands():
+    """Map subcommand name -> command module, in name order."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'commands')
+    names = sorted(name[:-3] for name in os.listdir(folder) if name.endswith('.py') and not name.startswith('_'))
+    return {name.replace('_', '-'): importlib.import_module(f'{COMMANDS_PACKAGE}.{name}') for name in names}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='gtplus', description='gtplus: train BasicSR restoration models beyond their ground truth.')
+    parser.add_argument('--version', action='version', version=f'gtplus {__version__}')
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND', title='commands')
+    for name, module in discover_commands().items():
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')  # no hub lookups: weights always come from local paths
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return args.run(args) or 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

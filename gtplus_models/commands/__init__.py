@@ -1,0 +1,1 @@
+"""Subcommands of the ``gtplus`` command line (see gtplus_models/cli.py)."""

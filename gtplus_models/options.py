@@ -1,0 +1,251 @@
+"""Safe option parsing and up-front checks for ``gtplus train`` / ``gtplus test``.
+
+This replaces ``basicsr.utils.options.parse_options`` for the gtplus entry points. It keeps basicsr's behaviour
+(same flags, same derived paths, same seeding) and changes three things:
+
+- YAML is read with a safe loader, and ``--force_yml`` values are parsed as YAML scalars, never ``eval``/``exec``.
+- The options are checked before anything is built: registry names, dataset and pretrain paths and value types.
+  A problem raises :class:`OptionsError` naming the key, which the command line prints without a traceback.
+- ``experiments/``, ``results/`` and ``tb_logger/`` go under the root path given (the current directory).
+"""
+import argparse
+import os
+import os.path as osp
+import random
+
+import yaml
+
+from gtplus_compat.basicsr_patches import safe_ordered_loader, unknown_name_message
+
+
+class OptionsError(ValueError):
+    """A problem in an option file or its command-line overrides, stated in terms of YAML keys."""
+
+
+def add_pipeline_arguments(parser):
+    """The flags of basicsr's train/test scripts, shared by ``gtplus train``, ``gtplus test`` and ``python -m``."""
+    parser.add_argument('-opt', '--opt', dest='opt', type=str, required=True, help='Path to the option YAML file.')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='none: one process; pytorch: started by torchrun (gloo on CPU, nccl on GPU).')
+    parser.add_argument('--auto_resume', action='store_true',
+                        help='Resume from the latest training state of this experiment, if any.')
+    parser.add_argument('--debug', action='store_true', help='Prefix the name with debug_ (frequent logs/saves).')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='Override options, e.g. train:total_iter=100 datasets:train:batch_size_per_gpu=2.')
+    return parser
+
+
+def load_yaml(path):
+    """Read an option file safely, keeping key order. Raises OptionsError for a missing or malformed file."""
+    if not osp.isfile(path):
+        raise OptionsError(f'Option file {path} does not exist.')
+    try:
+        with open(path) as f:
+            opt = yaml.load(f, Loader=safe_ordered_loader())
+    except yaml.YAMLError as err:
+        raise OptionsError(f'Option file {path} is not valid YAML (safe subset): {err}') from None
+    if not isinstance(opt, dict):
+        raise OptionsError(f'Option file {path} must hold a mapping at the top level, got {type(opt).__name__}.')
+    return opt
+
+
+def apply_overrides(opt, entries):
+    """Apply ``--force_yml`` entries ``a:b:c=value``; values are YAML scalars or flow lists, parsed safely.
+
+    The parent mapping must exist (as in basicsr); the leaf may be new.
+    """
+    for entry in entries or []:
+        if '=' not in entry:
+            raise OptionsError(f'--force_yml entry {entry!r} must look like key:subkey=value.')
+        keys, value = entry.split('=', 1)
+        keys = [k.strip() for k in keys.split(':')]
+        try:
+            value = yaml.safe_load(value.strip())
+        except yaml.YAMLError as err:
+            raise OptionsError(f'--force_yml value in {entry!r} is not a YAML value: {err}') from None
+        node = opt
+        for depth, key in enumerate(keys[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise OptionsError(f"--force_yml {entry!r}: '{':'.join(keys[:depth + 1])}' is not a mapping in "
+                                   'the option file.')
+            node = node[key]
+        node[keys[-1]] = value
+
+
+def _require_type(opt_path, value, types, what):
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+        raise OptionsError(f'{opt_path} must be {what}, got {value!r} ({type(value).__name__}).')
+
+
+def check_types(opt, is_train):
+    """Check the keys basicsr reads unguarded, so a wrong type fails here and not deep in the loop."""
+    for key in ['name', 'model_type', 'num_gpu', 'datasets', 'path']:
+        if key not in opt:
+            raise OptionsError(f"The option file has no '{key}' key.")
+    _require_type('name', opt['name'], (str, ), 'a string')
+    _require_type('model_type', opt['model_type'], (str, ), 'a string')
+    if opt['num_gpu'] != 'auto':
+        _require_type('num_gpu', opt['num_gpu'], (int, ), "an integer >= 0 or 'auto'")
+        if opt['num_gpu'] < 0:
+            raise OptionsError(f"num_gpu must be >= 0 or 'auto', got {opt['num_gpu']}.")
+    if opt.get('manual_seed') is not None:
+        _require_type('manual_seed', opt['manual_seed'], (int, ), 'an integer')
+    if 'scale' in opt:
+        _require_type('scale', opt['scale'], (int, ), 'an integer')
+    _require_type('datasets', opt['datasets'], (dict, ), 'a mapping of phase -> dataset options')
+    _require_type('path', opt['path'], (dict, ), 'a mapping')
+    for phase, dataset in opt['datasets'].items():
+        _require_type(f'datasets.{phase}', dataset, (dict, ), 'a mapping')
+        for key in ['batch_size_per_gpu', 'num_worker_per_gpu', 'gt_size', 'dataset_enlarge_ratio']:
+            if dataset.get(key) is not None:
+                _require_type(f'datasets.{phase}.{key}', dataset[key], (int, ), 'an integer')
+    if is_train:
+        if not isinstance(opt.get('train'), dict):
+            raise OptionsError("A training option file needs a 'train' mapping.")
+        if 'train' not in opt['datasets']:
+            raise OptionsError('A training option file needs a datasets.train entry.')
+        total = opt['train'].get('total_iter')
+        if isinstance(total, float) and total.is_integer():
+            opt['train']['total_iter'] = total = int(total)
+        _require_type('train.total_iter', total, (int, ), 'an integer')
+        logger_opt = opt.get('logger') or {}
+        for key in ['print_freq', 'save_checkpoint_freq']:
+            value = logger_opt.get(key)
+            if isinstance(value, float) and value.is_integer():
+                logger_opt[key] = value = int(value)
+            _require_type(f'logger.{key}', value, (int, ), 'an integer')
+        if opt.get('val') is not None:
+            val_freq = opt['val'].get('val_freq')
+            if isinstance(val_freq, float) and val_freq.is_integer():
+                opt['val']['val_freq'] = val_freq = int(val_freq)
+            _require_type('val.val_freq', val_freq, (int, ), 'an integer')
+
+
+def _check_registered(registry, name, key):
+    if name not in registry:
+        raise OptionsError(f'{key}: {unknown_name_message(registry._name, name, list(registry.keys()))}')
+
+
+def check_registry_names(opt):
+    """Every ``type`` the option file names must be registered (after gtplus and basicsr are imported)."""
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
+    _check_registered(MODEL_REGISTRY, opt['model_type'], 'model_type')
+    for key, value in opt.items():
+        if key.startswith('network_') and isinstance(value, dict):
+            if 'type' not in value:
+                raise OptionsError(f'{key} has no type.')
+            _check_registered(ARCH_REGISTRY, value['type'], f'{key}.type')
+    for phase, dataset in opt['datasets'].items():
+        if 'type' not in dataset:
+            raise OptionsError(f'datasets.{phase} has no type.')
+        _check_registered(DATASET_REGISTRY, dataset['type'], f'datasets.{phase}.type')
+    for key, value in (opt.get('train') or {}).items():
+        # Loss options end in _opt; optimisers and schedulers are torch classes, not registry entries.
+        if key.endswith('_opt') and not key.startswith('optim') and isinstance(value, dict) and 'type' in value:
+            _check_registered(LOSS_REGISTRY, value['type'], f'train.{key}.type')
+    for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
+        if isinstance(metric, dict) and 'type' in metric:
+            _check_registered(METRIC_REGISTRY, metric['type'], f'val.metrics.{name}.type')
+
+
+def check_paths(opt):
+    """Every ``dataroot_*``, ``meta_info_file`` and ``pretrain_network_*`` given must exist."""
+    for phase, dataset in opt['datasets'].items():
+        backend = (dataset.get('io_backend') or {}).get('type', 'disk')
+        for key, value in dataset.items():
+            if not (key.startswith('dataroot') or key == 'meta_info_file') or value is None or backend == 'memcached':
+                continue
+            for path in value if isinstance(value, list) else [value]:
+                if not isinstance(path, str):
+                    raise OptionsError(f'datasets.{phase}.{key} must be a path string, got {path!r}.')
+                if not osp.exists(osp.expanduser(path)):
+                    raise OptionsError(f'datasets.{phase}.{key} points to {path}, which does not exist.')
+    for key, value in opt['path'].items():
+        if key.startswith('pretrain_network') and value is not None:
+            if not isinstance(value, str) or not osp.isfile(osp.expanduser(value)):
+                raise OptionsError(f'path.{key} points to {value}, which is not a file. Put the checkpoint there '
+                                   'or set the key to ~.')
+
+
+def check_device(opt):
+    import torch
+    if opt['num_gpu'] not in (0, 'auto') and not torch.cuda.is_available():
+        raise OptionsError(f"num_gpu is {opt['num_gpu']} but this machine has no CUDA device; set num_gpu: 0 to "
+                           'train on the CPU.')
+
+
+def check_options(opt, is_train):
+    """All up-front checks; raises OptionsError on the first problem."""
+    check_types(opt, is_train)
+    check_registry_names(opt)
+    check_paths(opt)
+    check_device(opt)
+
+
+def derive_paths(opt, root_path, is_train):
+    """basicsr's derived directories, rooted at ``root_path``."""
+    for key, val in opt['path'].items():
+        if isinstance(val, str) and ('resume_state' in key or 'pretrain_network' in key):
+            opt['path'][key] = osp.expanduser(val)
+    if is_train:
+        experiments_root = osp.join(root_path, 'experiments', opt['name'])
+        opt['path'].update(experiments_root=experiments_root, models=osp.join(experiments_root, 'models'),
+                           training_states=osp.join(experiments_root, 'training_states'), log=experiments_root,
+                           visualization=osp.join(experiments_root, 'visualization'))
+        if 'debug' in opt['name']:
+            if 'val' in opt:
+                opt['val']['val_freq'] = 8
+            opt['logger']['print_freq'] = 1
+            opt['logger']['save_checkpoint_freq'] = 8
+    else:
+        results_root = osp.join(root_path, 'results', opt['name'])
+        opt['path'].update(results_root=results_root, log=results_root,
+                           visualization=osp.join(results_root, 'visualization'))
+
+
+def parse_options(root_path, is_train=True, args=None):
+    """Parse, override, check and complete an option file, as ``basicsr.utils.options.parse_options`` does.
+
+    Args:
+        root_path (str): Where experiments/, results/ and tb_logger/ go.
+        is_train (bool): Training (True) or testing (False).
+        args (argparse.Namespace | list[str] | None): Parsed flags, a raw argv list, or None for ``sys.argv``.
+
+    Returns:
+        tuple[dict, argparse.Namespace]: The options and the flags.
+    """
+    import torch
+    from basicsr.utils import set_random_seed
+    from basicsr.utils.dist_util import get_dist_info, init_dist
+
+    if not isinstance(args, argparse.Namespace):
+        args = add_pipeline_arguments(argparse.ArgumentParser()).parse_args(args)
+    opt = load_yaml(args.opt)
+    apply_overrides(opt, args.force_yml)
+    if args.debug and not str(opt.get('name', '')).startswith('debug'):
+        opt['name'] = 'debug_' + str(opt.get('name'))
+    opt['auto_resume'] = args.auto_resume
+    opt['is_train'] = is_train
+    check_options(opt, is_train)
+
+    opt['dist'] = args.launcher != 'none'
+    if opt['dist']:
+        init_dist(args.launcher, **(opt.get('dist_params') or {}))
+    opt['rank'], opt['world_size'] = get_dist_info()
+
+    if opt.get('manual_seed') is None:
+        opt['manual_seed'] = random.randint(1, 10000)
+    set_random_seed(opt['manual_seed'] + opt['rank'])
+
+    if opt['num_gpu'] == 'auto':
+        opt['num_gpu'] = torch.cuda.device_count()
+    for phase, dataset in opt['datasets'].items():
+        dataset['phase'] = phase.split('_')[0]
+        if 'scale' in opt:
+            dataset['scale'] = opt['scale']
+        for key in ['dataroot_gt', 'dataroot_lq']:
+            if isinstance(dataset.get(key), str):
+                dataset[key] = osp.expanduser(dataset[key])
+    derive_paths(opt, os.path.abspath(root_path), is_train)
+    return opt, args
