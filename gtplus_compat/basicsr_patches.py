@@ -18,6 +18,15 @@ import os
 import os.path as osp
 
 _PATCHED = set()
+# (owner, attribute) -> the basicsr original, so tests can show each fix is needed.
+ORIGINALS = {}
+
+
+def _replace(owner, attribute, replacement):
+    """Set ``owner.attribute = replacement``, remembering basicsr's original the first time."""
+    key = (getattr(owner, '__name__', repr(owner)), attribute)
+    ORIGINALS.setdefault(key, getattr(owner, attribute))
+    setattr(owner, attribute, replacement)
 
 
 def _once(func):
@@ -63,7 +72,7 @@ def patch_registry_lookup():
             raise KeyError(unknown_name_message(self._name, name, list(self._obj_map)))
         return found
 
-    Registry.get = get
+    _replace(Registry, 'get', get)
 
 
 @_once
@@ -80,7 +89,7 @@ def patch_jpeg_quality():
         return np.float32(cv2.imdecode(encoded, 1)) / 255.
 
     # random_add_jpg_compression looks the function up in the module globals, so it picks this up too.
-    degradations.add_jpg_compression = add_jpg_compression
+    _replace(degradations, 'add_jpg_compression', add_jpg_compression)
 
 
 def init_dist(launcher, backend=None, **kwargs):
@@ -117,8 +126,8 @@ def init_dist(launcher, backend=None, **kwargs):
 @_once
 def patch_init_dist():
     from basicsr.utils import dist_util, options
-    dist_util.init_dist = init_dist
-    options.init_dist = init_dist
+    _replace(dist_util, 'init_dist', init_dist)
+    _replace(options, 'init_dist', init_dist)
 
 
 @_once
@@ -138,7 +147,7 @@ def patch_model_to_device():
             net = DataParallel(net)
         return net
 
-    BaseModel.model_to_device = model_to_device
+    _replace(BaseModel, 'model_to_device', model_to_device)
 
 
 def latest_training_state(states_dir):
@@ -154,17 +163,16 @@ def redirect_pretrain_paths(opt, resume_iter):
     """Point each trained network's pretrain path at its checkpoint of ``resume_iter``.
 
     Unlike basicsr's ``check_resume``, a network with no saved checkpoint (a frozen restorer, a frozen CFMG) keeps
-    the path the user gave, instead of being sent to a file that was never written.
+    the path the user gave, instead of being sent to a file that was never written. It logs nothing: basicsr's
+    root logger must first be created by the training loop with its log file (the new paths appear in the logged
+    options).
     """
-    from basicsr.utils import get_root_logger
-    logger = get_root_logger()
     ignored = opt['path'].get('ignore_resume_networks') or []
     for network in [key for key in opt if key.startswith('network_')]:
         basename = network[len('network_'):]
         saved = osp.join(opt['path']['models'], f'net_{basename}_{resume_iter}.pth')
         if network not in ignored and osp.isfile(saved):
             opt['path'][f'pretrain_{network}'] = saved
-            logger.info(f'Resume: pretrain_{network} set to {saved}')
     for key in [k for k in opt['path'] if k.startswith('param_key') and opt['path'][k] == 'params_ema']:
         opt['path'][key] = 'params'
 
@@ -224,8 +232,8 @@ def save_training_state(self, epoch, current_iter):
 def patch_resume():
     import basicsr.train
     from basicsr.models.base_model import BaseModel
-    basicsr.train.load_resume_state = load_resume_state
-    BaseModel.save_training_state = save_training_state
+    _replace(basicsr.train, 'load_resume_state', load_resume_state)
+    _replace(BaseModel, 'save_training_state', save_training_state)
 
 
 def safe_ordered_loader():
@@ -247,13 +255,13 @@ def safe_ordered_loader():
 @_once
 def patch_safe_yaml():
     from basicsr.utils import options
-    unsafe_ordered_yaml = options.ordered_yaml
+    unsafe_ordered_yaml = ORIGINALS.get(('basicsr.utils.options', 'ordered_yaml'), options.ordered_yaml)
 
     def ordered_yaml():
         """basicsr's (Loader, Dumper) pair, with the loader made safe."""
         return safe_ordered_loader(), unsafe_ordered_yaml()[1]
 
-    options.ordered_yaml = ordered_yaml
+    _replace(options, 'ordered_yaml', ordered_yaml)
 
 
 def apply_basicsr_patches():

@@ -199,6 +199,10 @@ def derive_paths(opt, root_path, is_train):
             opt['logger']['print_freq'] = 1
             opt['logger']['save_checkpoint_freq'] = 8
     else:
+        # basicsr's test loop indexes val.save_img and val.suffix unguarded; give them basicsr's usual defaults.
+        opt['val'] = opt.get('val') or {}
+        opt['val'].setdefault('save_img', True)
+        opt['val'].setdefault('suffix', None)
         results_root = osp.join(root_path, 'results', opt['name'])
         opt['path'].update(results_root=results_root, log=results_root,
                            visualization=osp.join(results_root, 'visualization'))
@@ -231,7 +235,10 @@ def parse_options(root_path, is_train=True, args=None):
 
     opt['dist'] = args.launcher != 'none'
     if opt['dist']:
-        init_dist(args.launcher, **(opt.get('dist_params') or {}))
+        # As in basicsr, dist_params (often {backend: nccl, port: ...}) only applies to slurm; torchrun picks the
+        # backend from the device: gloo on CPU, nccl on GPU.
+        slurm_params = (opt.get('dist_params') or {}) if args.launcher == 'slurm' else {}
+        init_dist(args.launcher, **slurm_params)
     opt['rank'], opt['world_size'] = get_dist_info()
 
     if opt.get('manual_seed') is None:

@@ -14,6 +14,7 @@ os.environ['HF_DATASETS_OFFLINE'] = '1'
 os.environ['TRANSFORMERS_OFFLINE'] = '1'
 os.environ['PYTHONPATH'] = os.pathsep.join([GUARD_DIR, REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p])
 sys.path.insert(0, GUARD_DIR)
+sys.path.insert(0, REPO)  # in-process imports use the checkout, like the subprocesses (PYTHONPATH)
 import sitecustomize as _netguard  # noqa: E402  (tests/netguard/sitecustomize.py)
 
 _netguard.install()
@@ -42,3 +43,58 @@ def run_cli(args, cwd, timeout=600, check=True):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def make_paired_pngs(root, num=4, gt_size=32, scale=4, seed=0):
+    """Write ``num`` smooth random RGB GT images and their ``scale``-times smaller LQ (bicubic) as PNG folders.
+
+    Returns:
+        tuple[str, str]: (gt_dir, lq_dir).
+    """
+    import cv2
+    import numpy as np
+    rng = np.random.RandomState(seed)
+    gt_dir, lq_dir = os.path.join(root, 'GT'), os.path.join(root, 'LQ')
+    os.makedirs(gt_dir, exist_ok=True)
+    os.makedirs(lq_dir, exist_ok=True)
+    for i in range(num):
+        coarse = rng.rand(gt_size // 4, gt_size // 4, 3).astype(np.float32)
+        gt = cv2.resize(coarse, (gt_size, gt_size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        lq = cv2.resize(gt, (gt_size // scale, gt_size // scale), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(os.path.join(gt_dir, f'{i:04d}.png'), (gt * 255).round().astype(np.uint8))
+        cv2.imwrite(os.path.join(lq_dir, f'{i:04d}.png'), (lq * 255).round().astype(np.uint8))
+    return gt_dir, lq_dir
+
+
+def write_yaml(path, opt):
+    import yaml
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return str(path)
+
+
+def sr_train_options(gt_dir, lq_dir, network, scale=4, name='toy_sr', total_iter=20, gt_size=16, workers=0):
+    """A complete, tiny basicsr SRModel option dict on paired PNG folders, CPU only."""
+    paired = {'type': 'PairedImageDataset', 'dataroot_gt': gt_dir, 'dataroot_lq': lq_dir, 'filename_tmpl': '{}',
+              'io_backend': {'type': 'disk'}}
+    return {
+        'name': name, 'model_type': 'SRModel', 'scale': scale, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {
+            'train': dict(paired, name='toy_train', gt_size=gt_size, use_hflip=True, use_rot=True,
+                          num_worker_per_gpu=workers, batch_size_per_gpu=2, dataset_enlarge_ratio=1),
+            'val': dict(paired, name='toy_val'),
+        },
+        'network_g': network,
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+                  'total_iter': total_iter, 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'val': {'val_freq': 10, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
+        'logger': {'print_freq': 5, 'save_checkpoint_freq': 10, 'use_tb_logger': False},
+        'dist_params': {'backend': 'nccl', 'port': 29500},
+    }
+
+
+TINY_MSRRESNET = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}

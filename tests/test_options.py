@@ -1,0 +1,116 @@
+"""Bad option files fail up front with a message naming the key, never with a traceback from inside basicsr."""
+import os
+
+import pytest
+
+from conftest import TINY_MSRRESNET, make_paired_pngs, run_cli, sr_train_options, write_yaml
+from gtplus_models.options import OptionsError, apply_overrides, parse_options
+
+
+@pytest.fixture
+def base_opt(tmp_path):
+    gt_dir, lq_dir = make_paired_pngs(str(tmp_path / 'data'), num=2)
+    return sr_train_options(gt_dir, lq_dir, dict(TINY_MSRRESNET))
+
+
+def parse(tmp_path, opt, *flags):
+    opt_file = write_yaml(tmp_path / 'opt.yml', opt)
+    return parse_options(str(tmp_path), True, ['-opt', opt_file, *flags])
+
+
+def expect_error(tmp_path, opt, *fragments):
+    with pytest.raises(OptionsError) as err:
+        parse(tmp_path, opt)
+    for fragment in fragments:
+        assert fragment in str(err.value), str(err.value)
+    return str(err.value)
+
+
+def test_good_options_parse_and_root_under_cwd(tmp_path, base_opt):
+    opt, _ = parse(tmp_path, base_opt)
+    assert opt['path']['experiments_root'] == os.path.join(str(tmp_path), 'experiments', 'toy_sr')
+    assert opt['dist'] is False and opt['rank'] == 0 and opt['world_size'] == 1
+    assert opt['datasets']['train']['phase'] == 'train' and opt['datasets']['train']['scale'] == 4
+
+
+def test_unknown_arch_names_registry_and_closest(tmp_path, base_opt):
+    base_opt['network_g']['type'] = 'MSRResnet'
+    message = expect_error(tmp_path, base_opt, 'network_g.type', 'ARCH registry', 'MSRResNet')
+    assert 'Closest registered names' in message
+
+
+def test_unknown_model_dataset_loss_metric(tmp_path, base_opt):
+    cases = [(('model_type', ), 'SRModle', 'SRModel'), (('datasets', 'train', 'type'), 'PairedImageDatset',
+                                                        'PairedImageDataset'),
+             (('train', 'pixel_opt', 'type'), 'L1Los', 'L1Loss'),
+             (('val', 'metrics', 'psnr', 'type'), 'calculate_psrn', 'calculate_psnr')]
+    for keys, wrong, right in cases:
+        opt = sr_train_options(base_opt['datasets']['train']['dataroot_gt'],
+                               base_opt['datasets']['train']['dataroot_lq'], dict(TINY_MSRRESNET))
+        node = opt
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = wrong
+        expect_error(tmp_path, opt, '.'.join(keys), right)
+
+
+def test_missing_dataroot_names_key_and_path(tmp_path, base_opt):
+    base_opt['datasets']['val']['dataroot_lq'] = str(tmp_path / 'nowhere')
+    expect_error(tmp_path, base_opt, 'datasets.val.dataroot_lq', str(tmp_path / 'nowhere'))
+
+
+def test_missing_pretrain_names_key_and_path(tmp_path, base_opt):
+    base_opt['path']['pretrain_network_g'] = str(tmp_path / 'net_g.pth')
+    expect_error(tmp_path, base_opt, 'path.pretrain_network_g', str(tmp_path / 'net_g.pth'))
+
+
+@pytest.mark.parametrize('keys, value, fragment', [
+    (('num_gpu', ), 'two', 'num_gpu'),
+    (('train', 'total_iter'), '1e3x', 'train.total_iter'),
+    (('datasets', 'train', 'batch_size_per_gpu'), 2.5, 'datasets.train.batch_size_per_gpu'),
+    (('logger', 'save_checkpoint_freq'), None, 'logger.save_checkpoint_freq'),
+    (('name', ), 7, 'name'),
+])
+def test_wrong_types_name_the_key(tmp_path, base_opt, keys, value, fragment):
+    node = base_opt
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    expect_error(tmp_path, base_opt, fragment)
+
+
+def test_gpu_requested_on_cpu_machine(tmp_path, base_opt):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('this machine has a GPU')
+    base_opt['num_gpu'] = 1
+    expect_error(tmp_path, base_opt, 'num_gpu: 0')
+
+
+def test_force_yml_is_typed_and_never_evaluated(tmp_path, base_opt):
+    opt, _ = parse(tmp_path, base_opt, '--force_yml', 'train:total_iter=7', 'train:optim_g:betas=[0.5, 0.9]',
+                   "name=__import__('os').getcwd()")
+    assert opt['train']['total_iter'] == 7
+    assert opt['train']['optim_g']['betas'] == [0.5, 0.9]
+    assert opt['name'] == "__import__('os').getcwd()"  # a plain string, not code
+    with pytest.raises(OptionsError, match="'nothing' is not a mapping"):
+        apply_overrides({'a': 1}, ['nothing:b=1'])
+    with pytest.raises(OptionsError, match='must look like'):
+        apply_overrides({'a': 1}, ['a'])
+
+
+def test_unsafe_yaml_is_refused(tmp_path):
+    bad = tmp_path / 'evil.yml'
+    bad.write_text('name: !!python/object/apply:os.getcwd []\n')
+    with pytest.raises(OptionsError, match='not valid YAML'):
+        parse_options(str(tmp_path), True, ['-opt', str(bad)])
+
+
+def test_cli_reports_bad_config_without_traceback(tmp_path, base_opt):
+    base_opt['network_g']['type'] = 'MSRResNett'
+    opt_file = write_yaml(tmp_path / 'bad.yml', base_opt)
+    proc = run_cli(['train', '-opt', opt_file], cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert 'Traceback' not in proc.stderr
+    assert 'network_g.type' in proc.stderr and 'MSRResNet' in proc.stderr
+    assert not (tmp_path / 'experiments').exists()  # nothing was created for a config that cannot run
