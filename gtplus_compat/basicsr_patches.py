@@ -12,6 +12,10 @@ The fixes, and what breaks without them:
   resumed pretrain paths were redirected even for frozen networks that are never saved; training states were
   written in place, so a kill during the write left a corrupt latest state that ``--auto_resume`` then picked.
 - ``patch_safe_yaml``: option files were read with ``yaml.Loader``, which can construct arbitrary objects.
+- ``patch_optimizers``: ``get_optimizer`` only knew Adam; any ``torch.optim`` class (AdamW, SGD, ...) now works.
+- ``patch_vgg_weights``: a missing ``VGG_PRETRAIN_PATH`` made the VGG perceptual loss download weights (which
+  hangs on a closed network) through a ``pretrained=`` argument current torchvision no longer takes; now a missing
+  file is an immediate error saying where to put it, and a present one loads with ``weights_only=True``.
 """
 import difflib
 import os
@@ -264,6 +268,57 @@ def patch_safe_yaml():
     _replace(options, 'ordered_yaml', ordered_yaml)
 
 
+def torch_optimizer_class(name):
+    """The ``torch.optim`` optimizer class called ``name``; ValueError listing the choices otherwise."""
+    import torch
+    optimizer_class = getattr(torch.optim, str(name), None)
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+        choices = sorted(n for n, c in vars(torch.optim).items()
+                         if isinstance(c, type) and issubclass(c, torch.optim.Optimizer) and n != 'Optimizer')
+        raise ValueError(f"Unknown optimizer type '{name}'. Closest: {', '.join(closest_names(str(name), choices))}; "
+                         f"choices: {', '.join(choices)}.")
+    return optimizer_class
+
+
+@_once
+def patch_optimizers():
+    from basicsr.models.base_model import BaseModel
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        """Build any ``torch.optim`` optimizer by class name (basicsr 1.4.2 knew only Adam)."""
+        return torch_optimizer_class(optim_type)(params, lr, **kwargs)
+
+    _replace(BaseModel, 'get_optimizer', get_optimizer)
+
+
+@_once
+def patch_vgg_weights():
+    from basicsr.archs import vgg_arch
+    from torchvision.models import vgg as torchvision_vgg
+
+    def vgg_builder(vgg_type):
+
+        def build(pretrained=False, **kwargs):
+            # basicsr asks for pretrained=True only after finding no file at VGG_PRETRAIN_PATH, i.e. it wants a
+            # download: refuse at once, saying where the file goes. Otherwise it loads the file itself.
+            if pretrained:
+                raise FileNotFoundError(
+                    f'The VGG perceptual loss needs ImageNet {vgg_type} weights and gtplus never downloads. Put '
+                    f"torchvision's {vgg_type} state dict (e.g. vgg19-dcbb9e9d.pth) at "
+                    f'{osp.abspath(vgg_arch.VGG_PRETRAIN_PATH)}, or set basicsr.archs.vgg_arch.VGG_PRETRAIN_PATH.')
+            return getattr(torchvision_vgg, vgg_type)(weights=None, **kwargs)
+
+        return build
+
+    class NoDownloadVGGModule:
+        """Stands in for ``torchvision.models.vgg`` inside basicsr's vgg_arch (``vgg19(pretrained=...)``)."""
+
+        def __getattr__(self, name):
+            return vgg_builder(name) if name.startswith('vgg') else getattr(torchvision_vgg, name)
+
+    _replace(vgg_arch, 'vgg', NoDownloadVGGModule())
+
+
 def apply_basicsr_patches():
     """Apply every fix above (imports basicsr)."""
     patch_registry_lookup()
@@ -272,3 +327,5 @@ def apply_basicsr_patches():
     patch_model_to_device()
     patch_resume()
     patch_safe_yaml()
+    patch_optimizers()
+    patch_vgg_weights()

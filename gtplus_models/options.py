@@ -15,7 +15,7 @@ import random
 
 import yaml
 
-from gtplus_compat.basicsr_patches import safe_ordered_loader, unknown_name_message
+from gtplus_compat.basicsr_patches import safe_ordered_loader, torch_optimizer_class, unknown_name_message
 
 
 class OptionsError(ValueError):
@@ -144,9 +144,26 @@ def check_registry_names(opt):
         # Loss options end in _opt; optimisers and schedulers are torch classes, not registry entries.
         if key.endswith('_opt') and not key.startswith('optim') and isinstance(value, dict) and 'type' in value:
             _check_registered(LOSS_REGISTRY, value['type'], f'train.{key}.type')
+    check_optimizers_and_scheduler(opt.get('train') or {})
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
         if isinstance(metric, dict) and 'type' in metric:
             _check_registered(METRIC_REGISTRY, metric['type'], f'val.metrics.{name}.type')
+
+
+SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
+
+
+def check_optimizers_and_scheduler(train_opt):
+    """optim_* types must be torch.optim classes; the scheduler one basicsr builds."""
+    for key, value in train_opt.items():
+        if key.startswith('optim_') and isinstance(value, dict):
+            try:
+                torch_optimizer_class(value.get('type'))
+            except ValueError as err:
+                raise OptionsError(f'train.{key}.type: {err}') from None
+    scheduler = (train_opt.get('scheduler') or {}).get('type')
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise OptionsError(f"train.scheduler.type: '{scheduler}' is not one of {', '.join(SCHEDULERS)}.")
 
 
 def check_paths(opt):

@@ -202,3 +202,31 @@ def test_yaml_loader_is_safe(tmp_path):
     assert marker.exists()  # basicsr's own loader runs the command: the fix is needed
     loaded = yaml.load('b: 1\na: [1, 2]\n', Loader=ordered_yaml()[0])
     assert list(loaded) == ['b', 'a']  # order kept, as basicsr expects
+
+
+def test_any_torch_optimizer_by_name():
+    from basicsr.models.base_model import BaseModel
+    model = BaseModel.__new__(BaseModel)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(NotImplementedError):
+        original('BaseModel', 'get_optimizer')(model, 'AdamW', params, 1e-3)
+    optimizer = model.get_optimizer('AdamW', params, 1e-3, weight_decay=0.01)
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults['weight_decay'] == 0.01
+    with pytest.raises(ValueError, match='AdamW'):
+        model.get_optimizer('AdamWW', params, 1e-3)
+
+
+def test_vgg_loss_without_weights_fails_fast_and_loads_local_file(tmp_path, monkeypatch):
+    import time
+
+    from basicsr.archs import vgg_arch
+    monkeypatch.setattr(vgg_arch, 'VGG_PRETRAIN_PATH', str(tmp_path / 'vgg19.pth'))
+    start = time.time()
+    with pytest.raises(FileNotFoundError, match='vgg19.pth'):
+        vgg_arch.VGGFeatureExtractor(['conv1_1'], vgg_type='vgg19')
+    assert time.time() - start < 5
+    from torchvision.models import vgg19
+    reference = vgg19(weights=None)
+    torch.save(reference.state_dict(), tmp_path / 'vgg19.pth')
+    extractor = vgg_arch.VGGFeatureExtractor(['conv1_1'], vgg_type='vgg19', use_input_norm=False)
+    assert torch.equal(extractor.vgg_net.conv1_1.weight, reference.features[0].weight)

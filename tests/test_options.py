@@ -43,7 +43,9 @@ def test_unknown_model_dataset_loss_metric(tmp_path, base_opt):
     cases = [(('model_type', ), 'SRModle', 'SRModel'), (('datasets', 'train', 'type'), 'PairedImageDatset',
                                                         'PairedImageDataset'),
              (('train', 'pixel_opt', 'type'), 'L1Los', 'L1Loss'),
-             (('val', 'metrics', 'psnr', 'type'), 'calculate_psrn', 'calculate_psnr')]
+             (('val', 'metrics', 'psnr', 'type'), 'calculate_psrn', 'calculate_psnr'),
+             (('train', 'optim_g', 'type'), 'Adamw', 'AdamW'),
+             (('train', 'scheduler', 'type'), 'CosineLR', 'CosineAnnealingRestartLR')]
     for keys, wrong, right in cases:
         opt = sr_train_options(base_opt['datasets']['train']['dataroot_gt'],
                                base_opt['datasets']['train']['dataroot_lq'], dict(TINY_MSRRESNET))
