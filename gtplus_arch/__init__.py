@@ -8,3 +8,15 @@ gtplus_compat.apply_all()
 
 # Every *_arch.py registers its networks, as basicsr.archs does for its own folder.
 _arch_modules = gtplus_compat.import_registering_modules(__name__, __file__, ('_arch.py', ))
+
+from gtplus_arch.cfmg_arch import CFMG  # noqa: E402
+from gtplus_arch.frequency import (frequency_mixup, log_amplitude, masks_from_coefficients,  # noqa: E402
+                                   ring_gaussian_basis)
+from gtplus_arch.nafnet_arch import GTPlusNAFNet, NAFBlock  # noqa: E402
+from gtplus_arch.ornet_arch import ORNET_PRESETS, ORNet  # noqa: E402
+from gtplus_arch.state_dict import normalize_state_dict  # noqa: E402
+
+__all__ = [
+    'CFMG', 'GTPlusNAFNet', 'NAFBlock', 'ORNet', 'ORNET_PRESETS', 'frequency_mixup', 'log_amplitude',
+    'masks_from_coefficients', 'normalize_state_dict', 'ring_gaussian_basis'
+]

@@ -1,0 +1,54 @@
+"""Loading network weights from local files: basicsr checkpoints and the official CFMG.pkl / ORNet.pkl format.
+
+Every load uses ``torch.load(..., weights_only=True)``: a checkpoint from the internet can never run code. A missing
+file is an immediate FileNotFoundError naming the option key and the path.
+"""
+import os.path as osp
+
+import torch
+
+from gtplus_arch.state_dict import normalize_state_dict
+
+
+def require_file(path, key):
+    """Raise FileNotFoundError naming ``key`` unless ``path`` is an existing file."""
+    if not path or not osp.isfile(osp.expanduser(str(path))):
+        raise FileNotFoundError(f'{key} points to {path}, which is not a file. Put the checkpoint there or fix the '
+                                'path.')
+    return osp.expanduser(str(path))
+
+
+def load_state_dict_file(path, key='weights'):
+    """Read a state dict saved by basicsr (``{'params': ...}``), by the official code (plain, maybe ``module.``
+    prefixed) or by DDP, and return the clean state dict.
+
+    Args:
+        path (str): the file.
+        key (str): the option key or flag that named the file, for the error message.
+    """
+    loaded = torch.load(require_file(path, key), map_location='cpu', weights_only=True)
+    return normalize_state_dict(loaded)
+
+
+def build_frozen_network(network_opt, weights_path, key, device):
+    """Build a registered network, load its weights strictly, freeze it and put it in eval mode on ``device``.
+
+    Frozen networks (a pretrained restorer, a frozen CFMG, an SR enhancer) are never wrapped in DDP or saved.
+
+    Args:
+        network_opt (dict): ``{'type': ..., **kwargs}`` as in a ``network_*`` YAML entry.
+        weights_path (str): local checkpoint.
+        key (str): the option key of ``weights_path`` (named in errors).
+        device (torch.device): where the network runs.
+    """
+    from basicsr.archs import build_network
+    net = build_network(dict(network_opt))
+    state = load_state_dict_file(weights_path, key)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(f'{key} ({weights_path}) does not match {network_opt.get("type")}: {err}') from None
+    net.to(device).eval()
+    for param in net.parameters():
+        param.requires_grad_(False)
+    return net
