@@ -1,0 +1,53 @@
+"""Figures that tools write beside their outputs: labelled strips, grids and mask maps (uint8 RGB arrays)."""
+import cv2
+import numpy as np
+
+LABEL_HEIGHT = 22
+
+
+def fit_height(img, height):
+    """Resize an HxWx3 uint8 image to ``height`` keeping its aspect ratio."""
+    if img.shape[0] == height:
+        return img
+    width = max(1, round(img.shape[1] * height / img.shape[0]))
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def label_panel(img, text):
+    """Put a white label bar with ``text`` above an HxWx3 uint8 RGB image."""
+    bar = np.full((LABEL_HEIGHT, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (4, LABEL_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([bar, img], axis=0)
+
+
+def labelled_strip(panels, height=None, gap=4):
+    """Side-by-side labelled panels.
+
+    Args:
+        panels (list[tuple[str, ndarray]]): (label, HxWx3 uint8 RGB) pairs.
+        height (int | None): common panel height (default: the first panel's).
+        gap (int): white pixels between panels.
+
+    Returns:
+        ndarray: the strip, uint8 RGB.
+    """
+    height = height or panels[0][1].shape[0]
+    labelled = [label_panel(fit_height(img, height), text) for text, img in panels]
+    spacer = np.full((labelled[0].shape[0], gap, 3), 255, np.uint8)
+    parts = []
+    for panel in labelled:
+        parts += [panel, spacer]
+    return np.concatenate(parts[:-1], axis=1)
+
+
+def stack_rows(rows, gap=6):
+    """Stack strips vertically, padding each on the right with white to the widest."""
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(padded, axis=0)[:-gap]
+
+
+def mask_to_colour(mask):
+    """A [H,W] mask in [0,1] (centred spectrum layout) -> HxWx3 uint8 RGB with the viridis map."""
+    grey = (np.clip(mask, 0, 1) * 255).round().astype(np.uint8)
+    return cv2.applyColorMap(grey, cv2.COLORMAP_VIRIDIS)[..., ::-1].copy()

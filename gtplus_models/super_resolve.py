@@ -1,0 +1,104 @@
+"""``gtplus super-resolve-gt``: GT-size super-resolution variants of a GT dataset.
+
+For each scale s: bicubic-upsample the GT by s, run the enhancer, optionally align its colours to the upsampled
+input (AdaIN or wavelet), and resize back to the GT size (area). N scales give the N variants that the CFMG mixes
+with the GT. Each scale is written as its own LMDB (``OUT_DIR/sr_x<s>.lmdb``, same keys as the GT) through the one
+LMDB writer, so it is resumable, sharded by rank and atomic.
+
+Enhancers:
+- a BasicSR-registered arch with local weights (``--enhancer-opt`` YAML + ``--enhancer-weights``); it receives the
+  upsampled image [1,3,sH,sW] in [0,1] and may return any size (resized back to the GT size);
+- a diffusers pipeline loaded from a local folder (``--diffusers-pipeline DIR``, ``local_files_only``), called as
+  ``pipe(image=PIL, **kwargs).images[0]``: the route for OSEDiff-class one-step diffusion SR exported to diffusers.
+"""
+import os.path as osp
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from gtplus_arch.colour_align import align_colour
+from gtplus_models.tiling import tiled_forward
+
+
+def arch_enhancer(network, tile=0, tile_pad=32):
+    """Enhancer from a frozen network: Tensor[1,3,H,W] [0,1] -> Tensor[1,3,H',W']."""
+
+    @torch.no_grad()
+    def enhance(img):
+        return tiled_forward(network, img, tile, tile_pad).clamp(0, 1)
+
+    return enhance
+
+
+def diffusers_enhancer(pipeline_dir, device, call_kwargs=None):
+    """Enhancer from a diffusers pipeline saved in a local folder (never downloads)."""
+    if not osp.isdir(pipeline_dir):
+        raise FileNotFoundError(f'--diffusers-pipeline: {pipeline_dir} is not a folder. Save the pipeline there with '
+                                'pipe.save_pretrained(DIR) on a machine with the weights.')
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+    pipe = DiffusionPipeline.from_pretrained(pipeline_dir, local_files_only=True).to(device)
+    call_kwargs = dict(call_kwargs or {})
+
+    @torch.no_grad()
+    def enhance(img):
+        pil = Image.fromarray((img[0].clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
+        out = pipe(image=pil, **call_kwargs).images[0]
+        out = np.asarray(out, dtype=np.float32) / 255. if not isinstance(out, np.ndarray) else out
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None].to(img.device).float()
+
+    return enhance
+
+
+def super_resolve_variant(gt, scale, enhancer, colour_align=None):
+    """One GT-size SR variant.
+
+    Args:
+        gt (Tensor): [1,3,H,W] RGB in [0,1].
+        scale (int): bicubic upsampling factor before the enhancer.
+        enhancer (callable): Tensor[1,3,sH,sW] -> Tensor[1,3,*,*] in [0,1].
+        colour_align (str | None): None, 'adain' or 'wavelet' (against the upsampled input).
+
+    Returns:
+        Tensor: [1,3,H,W] in [0,1].
+    """
+    height, width = gt.shape[-2:]
+    upsampled = F.interpolate(gt, scale_factor=scale, mode='bicubic', align_corners=False).clamp(0, 1)
+    enhanced = enhancer(upsampled)
+    if enhanced.shape[-2:] != upsampled.shape[-2:]:
+        enhanced = F.interpolate(enhanced, size=upsampled.shape[-2:], mode='bicubic', align_corners=False)
+    enhanced = align_colour(enhanced, upsampled, colour_align)
+    return F.interpolate(enhanced, size=(height, width), mode='area').clamp(0, 1)
+
+
+def variant_path(out_dir, scale):
+    return osp.join(out_dir, f'sr_x{scale}.lmdb')
+
+
+def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwrite=False, device='cpu'):
+    """Write ``OUT_DIR/sr_x<s>.lmdb`` for each scale (resumable, through the one LMDB writer).
+
+    Args:
+        gt_path (str): GT LMDB or folder.
+        out_dir (str): where the variant LMDBs go.
+        scales (list[int]): e.g. [2, 3, 4].
+        enhancer (callable): see :func:`super_resolve_variant`.
+
+    Returns:
+        list[str]: the variant LMDB paths, in scale order.
+    """
+    from gtplus_data.image_source import ImageSource
+    from gtplus_data.lmdb_writer import write_images
+    from gtplus_models.refine import image_to_tensor
+    source = ImageSource(gt_path)
+    paths = []
+    for scale in scales:
+
+        def load(key, scale=scale):
+            gt = image_to_tensor(source.read(key), device)
+            return super_resolve_variant(gt, scale, enhancer, colour_align)[0].cpu().numpy().transpose(1, 2, 0)
+
+        paths.append(write_images(variant_path(out_dir, scale), source.keys, load, overwrite=overwrite,
+                                  desc=f'x{scale}'))
+    return paths
