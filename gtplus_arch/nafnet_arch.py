@@ -83,7 +83,11 @@ def pad_to_multiple(x, multiple):
 
 class NAFUNet(nn.Module):
     """The NAFNet U-Net body: encoder levels (blocks + stride-2 conv), middle blocks, decoder levels
-    (1x1 + PixelShuffle up, additive skip, blocks). Works on features, shape [B,width,H,W] -> same.
+    (1x1 + PixelShuffle up, additive skip, blocks). ``unet(x)`` maps features [B,width,H,W] -> same.
+
+    Networks subclass it and add their own ``intro``/``ending`` convs, so that parameter names are the official
+    NAFNet ones (``intro``, ``encoders``, ``downs``, ``middle_blks``, ``ups``, ``decoders``, ``ending``) and
+    released NAFNet / ORNet state dicts load.
 
     Args:
         width (int): channels at full resolution (doubled at each level down).
@@ -109,7 +113,7 @@ class NAFUNet(nn.Module):
             self.decoders.append(nn.Sequential(*[NAFBlock(channels) for _ in range(num)]))
         self.padder_size = 2**len(enc_blk_nums)
 
-    def forward(self, x):
+    def unet(self, x):
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             x = encoder(x)
@@ -122,7 +126,7 @@ class NAFUNet(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class GTPlusNAFNet(nn.Module):
+class GTPlusNAFNet(NAFUNet):
     """NAFNet restorer (same-size restoration: denoising, deblurring). Defaults: the SIDD width-32 config.
 
     Input and output: [B,C,H,W] RGB in [0,1], any H, W (padded internally to a multiple of 2^levels, then cropped).
@@ -131,12 +135,11 @@ class GTPlusNAFNet(nn.Module):
 
     def __init__(self, img_channel=3, width=32, middle_blk_num=12, enc_blk_nums=(2, 2, 4, 8),
                  dec_blk_nums=(2, 2, 2, 2)):
-        super().__init__()
+        super().__init__(width, list(enc_blk_nums), middle_blk_num, list(dec_blk_nums))
         self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
-        self.body = NAFUNet(width, list(enc_blk_nums), middle_blk_num, list(dec_blk_nums))
         self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
 
     def forward(self, inp):
-        x, (height, width) = pad_to_multiple(inp, self.body.padder_size)
-        x = self.ending(self.body(self.intro(x)))
+        x, (height, width) = pad_to_multiple(inp, self.padder_size)
+        x = self.ending(self.unet(self.intro(x)))
         return (x[..., :height, :width] + inp)

@@ -15,7 +15,7 @@ ORNET_PRESETS = {
 
 
 @ARCH_REGISTRY.register()
-class ORNet(nn.Module):
+class ORNet(NAFUNet):
     """Refines a restored image towards the enhanced GT at strength c.
 
     Input: the image [B,3,H,W] RGB in [0,1] plus a constant c map (4 channels in all), padded to a multiple of
@@ -29,13 +29,12 @@ class ORNet(nn.Module):
 
     def __init__(self, img_channel=3, width=64, enc_blk_nums=(1, 1, 1, 1), middle_blk_num=1,
                  dec_blk_nums=(1, 1, 1, 1), preset=None):
-        super().__init__()
         if preset is not None:
             if preset not in ORNET_PRESETS:
                 raise ValueError(f"Unknown ORNet preset '{preset}'; choose from {sorted(ORNET_PRESETS)}")
             width, enc_blk_nums, middle_blk_num, dec_blk_nums = ORNET_PRESETS[preset]
+        super().__init__(width, list(enc_blk_nums), middle_blk_num, list(dec_blk_nums))
         self.intro = nn.Conv2d(img_channel + 1, width, 3, padding=1)
-        self.body = NAFUNet(width, list(enc_blk_nums), middle_blk_num, list(dec_blk_nums))
         self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
 
     def forward(self, x, cond=0.3):
@@ -50,6 +49,6 @@ class ORNet(nn.Module):
         batch, _, height, width = x.shape
         cond = torch.as_tensor(cond, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
         inp = torch.cat([x, cond.expand(batch, 1, height, width)], dim=1)
-        inp, _ = pad_to_multiple(inp, self.body.padder_size)
-        out = self.ending(self.body(self.intro(inp)))
+        inp, _ = pad_to_multiple(inp, self.padder_size)
+        out = self.ending(self.unet(self.intro(inp)))
         return out[..., :height, :width] + x

@@ -5,12 +5,13 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from collections import OrderedDict
 
+from gtplus_models.checkpoints import OfficialCheckpointMixin
 from gtplus_models.enhanced_supervision import draw_condition, enhance, stack_sources
 from gtplus_models.quality_loss import GTPlusQualityReward, quality_fidelity_loss
 
 
 @MODEL_REGISTRY.register()
-class CFMGModel(SRModel):
+class CFMGModel(OfficialCheckpointMixin, SRModel):
     """Trains ``network_g`` (a CFMG) to mix the GT with its SR variants in the frequency domain.
 
     Each step draws one c ~ U(0,1) and minimises ``(1 - c²)·fidelity(Î, GT) - c²·Σ_k w_k·IQA_k(Î)``, so c = 0

@@ -52,3 +52,19 @@ def build_frozen_network(network_opt, weights_path, key, device):
     for param in net.parameters():
         param.requires_grad_(False)
     return net
+
+
+class OfficialCheckpointMixin:
+    """For basicsr models: ``load_network`` that also reads official plain / ``module.``-prefixed state dicts
+    (CFMG.pkl, ORNet.pkl), not only basicsr's ``{'params': ...}`` files. Always ``weights_only=True``."""
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        from basicsr.utils import get_root_logger
+        net = self.get_bare_model(net)
+        loaded = torch.load(require_file(load_path, 'pretrain_network path'), map_location='cpu', weights_only=True)
+        if isinstance(loaded, dict) and param_key not in loaded:
+            param_key = None  # a plain state dict, or params without params_ema: take what is there
+        state = normalize_state_dict(loaded, param_key)
+        get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path} [{param_key or "plain"}].')
+        self._print_different_keys_loading(net, state, strict)
+        net.load_state_dict(state, strict=strict)

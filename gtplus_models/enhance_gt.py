@@ -25,7 +25,7 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
         cond (float): c in [0,1].
     """
     from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import write_images
+    from gtplus_data.lmdb_writer import write_keys
     gt_source = ImageSource(gt_path)
     variant_sources = [ImageSource(p) for p in variant_paths]
     for source in variant_sources:
@@ -38,4 +38,5 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
         gt, sources = read_sources(gt_source, variant_sources, key, device)
         return enhance(cfmg, gt, sources, cond)[0].clamp(0, 1)[0].cpu().numpy().transpose(1, 2, 0)
 
-    return write_images(out_path, gt_source.keys, load, overwrite=overwrite, desc=f'enhance c={cond:g}')
+    write_keys(out_path, gt_source.keys, load, overwrite=overwrite, desc=f'enhance c={cond:g}')
+    return out_path

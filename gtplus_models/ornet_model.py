@@ -7,19 +7,22 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from gtplus_models.checkpoints import build_frozen_network
+from gtplus_models.checkpoints import OfficialCheckpointMixin, build_frozen_network
 from gtplus_models.enhanced_supervision import condition_tensor, draw_condition, enhance, stack_sources
+from gtplus_models.quality_loss import GTPlusQualityReward
 
 INPUT_MODES = ('gt', 'restorer')
 
 
 @MODEL_REGISTRY.register()
-class ORNetModel(SRModel):
+class ORNetModel(OfficialCheckpointMixin, SRModel):
     """Trains ``network_g`` (an ORNet) against targets from a frozen CFMG.
 
     Per sample, c ~ U(0,1); the target is ``clamp(Î(c))`` from the frozen CFMG (eval mode, same c) and the loss is
-    ``L1(ORNet(x, c), Î(c))`` plus an optional perceptual term against the GT (``train.perceptual_opt``, a basicsr
-    PerceptualLoss; its VGG weights come from a local file, see README).
+    ``L1(ORNet(x, c), Î(c))`` plus optional perceptual terms against the GT: ``train.perceptual_iqa_opt``
+    (pyiqa full-reference metrics through the quality adapter; the official recipe is
+    ``{metrics: [{name: lpips, weight: 0.03}, {name: dists, weight: 0.03}]}``) and/or ``train.perceptual_opt``
+    (basicsr's VGG PerceptualLoss; its weights come from a local file).
 
     Options:
         network_cfmg + path.pretrain_network_cfmg: the frozen CFMG (required in training).
@@ -58,6 +61,8 @@ class ORNetModel(SRModel):
         self.cri_pix = build_loss(train_opt.get('pixel_opt') or {'type': 'L1Loss'}).to(self.device)
         perceptual = train_opt.get('perceptual_opt')
         self.cri_perceptual = build_loss(perceptual).to(self.device) if perceptual else None
+        iqa_opt = train_opt.get('perceptual_iqa_opt')
+        self.iqa_reward = GTPlusQualityReward(**iqa_opt, device=str(self.device)) if iqa_opt else None
         self.grad_clip = train_opt.get('grad_clip')
         self.setup_optimizers()
         self.setup_schedulers()
@@ -91,6 +96,11 @@ class ORNetModel(SRModel):
                 if value is not None:
                     l_total = l_total + value
                     loss_dict[name] = value
+        if self.iqa_reward is not None:
+            reward, raw = self.iqa_reward(self.output.clamp(0, 1), self.gt)
+            l_total = l_total - reward
+            loss_dict['l_iqa'] = -reward
+            loss_dict.update({f'iqa_{name}': value for name, value in raw.items()})
         l_total.backward()
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)

@@ -26,7 +26,7 @@ def parse_metric_entries(metrics):
 
 @LOSS_REGISTRY.register()
 class GTPlusQualityReward(nn.Module):
-    """Weighted sum of differentiable NR-IQA scores, signed so that larger always means better.
+    """Weighted sum of differentiable IQA scores, signed so that larger always means better.
 
     ``reward = Σ_k w_k · s_k · IQA_k(img)`` with ``s_k = +1`` for higher-is-better metrics (MUSIQ, TOPIQ, MANIQA)
     and ``-1`` for lower-is-better ones (NIQE). A model maximises it (subtracts it from its loss).
@@ -48,10 +48,12 @@ class GTPlusQualityReward(nn.Module):
         for param in self.iqa.parameters():
             param.requires_grad_(False)  # frozen judges: gradients reach the image only
 
-    def forward(self, img):
+    def forward(self, img, ref=None):
         """
         Args:
             img (Tensor): [B,3,H,W] RGB in [0,1] (clamp before calling; pyiqa always receives [0,1]).
+            ref (Tensor | None): [B,3,H,W] reference in [0,1] for full-reference metrics (LPIPS, DISTS), whose
+                distance then counts as a negative reward.
 
         Returns:
             tuple[Tensor, dict]: the scalar reward (batch mean) and each metric's raw batch-mean score (detached).
@@ -59,7 +61,7 @@ class GTPlusQualityReward(nn.Module):
         reward = img.new_zeros(())
         raw = {}
         for entry, metric in zip(self.entries, self.iqa):
-            score = metric(img).mean()
+            score = metric(img, ref).mean()
             raw[entry['name']] = score.detach()
             sign = -1.0 if metric.lower_better else 1.0
             reward = reward + entry['weight'] * sign * score

@@ -76,8 +76,12 @@ def variant_path(out_dir, scale):
     return osp.join(out_dir, f'sr_x{scale}.lmdb')
 
 
-def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwrite=False, device='cpu'):
-    """Write ``OUT_DIR/sr_x<s>.lmdb`` for each scale (resumable, through the one LMDB writer).
+def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwrite=False, device='cpu', rank=None,
+                   world_size=None):
+    """Write ``OUT_DIR/sr_x<s>.lmdb`` for each scale (resumable and shardable, through the one LMDB writer).
+
+    With world_size > 1 (flags or torchrun's RANK/WORLD_SIZE) each rank writes its shard of every scale; run
+    :func:`merge_variants` (``--merge``) once all ranks are done.
 
     Args:
         gt_path (str): GT LMDB or folder.
@@ -86,10 +90,10 @@ def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwr
         enhancer (callable): see :func:`super_resolve_variant`.
 
     Returns:
-        list[str]: the variant LMDB paths, in scale order.
+        list[str]: the LMDB paths this rank completed, in scale order.
     """
     from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import write_images
+    from gtplus_data.lmdb_writer import write_sharded
     from gtplus_models.refine import image_to_tensor
     source = ImageSource(gt_path)
     paths = []
@@ -99,6 +103,12 @@ def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwr
             gt = image_to_tensor(source.read(key), device)
             return super_resolve_variant(gt, scale, enhancer, colour_align)[0].cpu().numpy().transpose(1, 2, 0)
 
-        paths.append(write_images(variant_path(out_dir, scale), source.keys, load, overwrite=overwrite,
-                                  desc=f'x{scale}'))
+        paths.append(write_sharded(variant_path(out_dir, scale), source.keys, load, rank, world_size, overwrite,
+                                   desc=f'x{scale}'))
     return paths
+
+
+def merge_variants(out_dir, scales, overwrite=False):
+    """Merge the shards of every ``sr_x<s>.lmdb`` written by several ranks."""
+    from gtplus_data.lmdb_writer import merge_shards
+    return [merge_shards(variant_path(out_dir, scale), overwrite=overwrite) for scale in scales]

@@ -12,6 +12,9 @@ def add_arguments(parser):
     parser.add_argument('--colour-align', choices=['none', 'adain', 'wavelet'], default='none')
     parser.add_argument('--tile', type=int, default=0, help='tile size for the arch enhancer (0: whole image)')
     parser.add_argument('--overwrite', action='store_true', help='replace complete outputs')
+    parser.add_argument('--rank', type=int, help='this process\'s shard (default: $RANK or 0)')
+    parser.add_argument('--world-size', type=int, help='number of shards (default: $WORLD_SIZE or 1)')
+    parser.add_argument('--merge', action='store_true', help='merge the shards written by all ranks, then stop')
     parser.add_argument('--device', default='cpu')
 
 
@@ -33,14 +36,18 @@ def run(args):
 
     import torch
 
-    from gtplus_models.super_resolve import write_variants
+    from gtplus_models.super_resolve import merge_variants, write_variants
     try:
         scales = [int(s) for s in args.scales.split(',') if s.strip()]
         if not scales or min(scales) < 1:
             raise ValueError(f'--scales must be positive integers, got {args.scales!r}')
+        if args.merge:
+            merge_variants(args.out_dir, scales, args.overwrite)
+            return 0
         device = torch.device(args.device)
         enhancer = build_enhancer(args, device)
-        write_variants(args.gt, args.out_dir, scales, enhancer, args.colour_align, args.overwrite, device)
+        write_variants(args.gt, args.out_dir, scales, enhancer, args.colour_align, args.overwrite, device, args.rank,
+                       args.world_size)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         sys.stderr.write(f'gtplus super-resolve-gt: error: {err}\n')
         return 2
