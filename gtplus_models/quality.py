@@ -15,7 +15,8 @@ Every caller goes through :func:`create_quality_metric`. Conventions it enforces
   layout pyiqa's NIQE arch loads (``mu_prisparam`` 1x36, ``cov_prisparam`` 36x36) and the adapter passes that
   path as ``pretrained_model_path``. pyiqa converts RGB to luminance itself (YIQ Y = 0.299R+0.587G+0.114B, like
   MATLAB's rgb2gray in the official NIQE; basicsr's calculate_niqe uses YCbCr Y instead, so values differ
-  slightly). NIQE and PIQE: lower is better.
+  slightly). NIQE and PIQE: lower is better. NIQE is differentiable (pyiqa rounds with a straight-through
+  estimator); PIQE is not (plain ``torch.round``), so ``as_loss=True`` refuses it.
 
 Ensembles (IQPIR "Quality scores"): each metric is min-max normalised over the dataset, lower-is-better metrics are
 flipped, and the normalised scores are averaged, giving ``s`` in [0,1] (:func:`normalise_scores`,
@@ -36,6 +37,8 @@ from torch import nn
 
 NIQE_METRICS = ('niqe', )  # pyiqa names whose default parameters we replace with basicsr's pristine ones
 RANGE_EPS = 1e-6
+# Metrics whose pyiqa implementation has no useful gradient: as a loss they would silently train nothing.
+ZERO_GRADIENT_METRICS = {'piqe': 'pyiqa rounds the normalised image with torch.round, so its gradient is zero'}
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -263,7 +266,8 @@ def create_quality_metric(name, weights_path=None, as_loss=False, device='cpu', 
     Args:
         name (str): any pyiqa metric name ('niqe', 'piqe', 'musiq', 'topiq_nr', 'maniqa', ...).
         weights_path (str | None): local weight file; default: pyiqa's cache (NIQE: basicsr's parameters).
-        as_loss (bool): keep the autograd graph (for losses). Scores are still per image.
+        as_loss (bool): keep the autograd graph (for losses). Scores are still per image. Refused for metrics
+            without a gradient (PIQE: ValueError) rather than training on zeros.
         device (str | torch.device): where the metric runs.
         **pyiqa_kwargs: passed to the pyiqa arch (e.g. ``crop_border``, ``test_y_channel``).
 
@@ -275,6 +279,8 @@ def create_quality_metric(name, weights_path=None, as_loss=False, device='cpu', 
     """
     import pyiqa
     config = metric_config(name)
+    if as_loss and name in ZERO_GRADIENT_METRICS:
+        raise ValueError(f"quality metric '{name}' cannot be a loss: {ZERO_GRADIENT_METRICS[name]}")
     kwargs = dict(resolve_weights(name, config['metric_opts'], weights_path), **pyiqa_kwargs)
     if as_loss:
         kwargs['loss_reduction'] = 'none'  # one score per image, like inference mode

@@ -3,6 +3,7 @@
 Side file (default ``DATA/quality_scores.json``, beside ``meta_info.txt`` for an LMDB; JSON, keys sorted)::
 
     {
+      "format": "gtplus-side-file-1",
       "description": "what the fields mean (one paragraph)",
       "metrics": {"niqe": {"lower_better": true, "weights_path": null}, ...},
       "ensemble": null | {"metrics": ["niqe", "piqe"],
@@ -14,8 +15,7 @@ Side file (default ``DATA/quality_scores.json``, beside ``meta_info.txt`` for an
 Raw scores are in each metric's own units (NIQE, PIQE: lower is better). ``ensemble`` (with ``--ensemble``) is
 IQPIR's score: each metric min-max normalised over this dataset (bounds above), lower-is-better ones flipped,
 averaged; ``s`` in [0,1], 1 = best (IQPIR clamps to 0.99 when binning). The layout is the side-file layout of
-:mod:`gtplus_data.lmdb_writer` (``description`` + ``records``) plus ``metrics`` and ``ensemble``, so
-``read_side_file(DATA, 'quality_scores')`` returns the records.
+:mod:`gtplus_data.lmdb_writer` (``format`` + ``description`` + ``records``) plus ``metrics`` and ``ensemble``, so ``read_side_file(DATA, 'quality_scores')`` returns the records.
 
 Resuming: raw scores are flushed atomically every ``flush_every`` images to ``<out>.partial.json``; a rerun skips
 the keys found there (or in a finished ``<out>`` with the same metrics). Images are scored one at a time, so a run
@@ -28,6 +28,8 @@ import os.path as osp
 
 import numpy as np
 import torch
+
+from gtplus_data.lmdb_writer import SIDE_FILE_FORMAT
 
 SIDE_FILE_NAME = 'quality_scores'
 DESCRIPTION = ('Per-image NR-IQA scores (pyiqa, RGB input in [0,1]). records[key][metric] is the raw score in the '
@@ -83,7 +85,7 @@ def load_done(out, signature):
 
 def write_json(path, payload):
     from gtplus_data.lmdb_writer import atomic_write_text
-    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True))
+    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + '\n')
 
 
 def score_image(metrics, img, key, device):
@@ -94,10 +96,11 @@ def score_image(metrics, img, key, device):
         try:
             value = float(metric(tensor)[0])
         except (RuntimeError, AssertionError, IndexError) as err:
-            raise ValueError(f'{key}: {name} failed on this {img.shape[1]}x{img.shape[0]} image: {err}') from None
+            raise ValueError(f'{key}: {name} failed on this {img.shape[1]}x{img.shape[0]} image (NIQE needs at least '
+                             f'96x96 pixels): {str(err).splitlines()[0]}') from None
         if not np.isfinite(value):
             raise ValueError(f'{key}: {name} gave {value} on this {img.shape[1]}x{img.shape[0]} image '
-                             '(too small for the metric? NIQE needs at least 192x192 pixels)')
+                             '(too small for the metric? NIQE needs at least 96x96 pixels)')
         scores[name] = value
     return scores
 
@@ -132,7 +135,7 @@ def build_payload(raw, metrics, weights, ensemble):
             records[key]['ensemble'] = float(value)
         summary = {'metrics': names, 'lower_better': lower_better,
                    'bounds': {n: [float(columns[n].min()), float(columns[n].max())] for n in names}}
-    return {'description': DESCRIPTION, 'ensemble': summary, 'records': records,
+    return {'format': SIDE_FILE_FORMAT, 'description': DESCRIPTION, 'ensemble': summary, 'records': records,
             'metrics': {n: {'lower_better': lower_better[n], 'weights_path': weights.get(n)} for n in names}}
 
 
