@@ -5,7 +5,7 @@ HELP = 'Make BasicSR LMDBs from image folders (single, or --lq/--gt pairs); vali
 def add_arguments(parser):
     parser.add_argument('paths', nargs='+', metavar='PATH',
                         help='IN_DIR OUT.lmdb; or OUT_PREFIX with --lq/--gt (writes OUT_PREFIX_lq.lmdb and '
-                        'OUT_PREFIX_gt.lmdb); or OUT.lmdb with --merge')
+                        'OUT_PREFIX_gt.lmdb); or OUT.lmdb [OUT2.lmdb ...] with --merge')
     parser.add_argument('--lq', help='LQ image folder (paired mode, with --gt)')
     parser.add_argument('--gt', help='GT image folder (paired mode, with --lq)')
     parser.add_argument('--scale', type=int, default=1, help='paired mode: GT size = scale x LQ size (default 1)')
@@ -15,20 +15,21 @@ def add_arguments(parser):
     parser.add_argument('--rank', type=int, help='this process writes shard RANK (default: $RANK, else 0)')
     parser.add_argument('--world-size', type=int, help='number of shards (default: $WORLD_SIZE, else 1)')
     parser.add_argument('--merge', action='store_true',
-                        help='merge the finished shards of each output into the final LMDB')
+                        help='merge the finished shards of each output (every PATH, or the --lq/--gt pair of '
+                        'OUT_PREFIX) into the final LMDB')
 
 
 def _outputs(args):
-    """The LMDB folders this invocation is about (for --merge)."""
+    """The LMDB folders to merge: OUT_PREFIX_lq.lmdb and OUT_PREFIX_gt.lmdb in paired mode, else every PATH."""
     from gtplus_data.make_lmdb import paired_lmdb_paths
     if args.lq or args.gt:
         return list(paired_lmdb_paths(args.paths[-1]))
-    return [args.paths[-1]]
+    return list(args.paths)
 
 
 def _make(args):
-    from gtplus_data.make_lmdb import folder_to_lmdb, paired_folders_to_lmdb
     from gtplus_data.lmdb_writer import merge_shards
+    from gtplus_data.make_lmdb import folder_to_lmdb, paired_folders_to_lmdb
     if args.merge:
         return [f'{out}: {merge_shards(out, overwrite=args.overwrite)} images' for out in _outputs(args)]
     common = dict(overwrite=args.overwrite, compress_level=args.compress_level, rank=args.rank,
@@ -45,7 +46,11 @@ def _make(args):
 def run(args):
     import sys
 
+    import cv2
     from basicsr.utils import get_root_logger
+
+    # Our errors name each bad file; OpenCV's own decoder warnings name none and would bury them.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
         written = _make(args)
     except (FileNotFoundError, FileExistsError, ValueError) as error:  # ImageReadError is a ValueError

@@ -1,0 +1,225 @@
+"""Read images from a folder or a BasicSR-format LMDB through one small interface.
+
+Every gtplus tool that consumes images (make-lmdb, scoring, GT variants, synthesis) reads them through
+:class:`ImageSource` and :func:`decode_image`, so odd files are handled the same way everywhere:
+
+* grayscale (H, W) or (H, W, 1): the channel is replicated to RGB;
+* RGBA / gray + alpha: the colour is composited over white. Transparent pixels carry undefined colour (often
+  black, or whatever the encoder left), while viewers show them over a light background; compositing gives the
+  picture a user sees, instead of the hidden colour that ``cv2.IMREAD_COLOR`` (BasicSR's reader) would expose;
+* 16-bit: scaled to [0, 1] by dividing by 65535 (float images are clipped to [0, 1]);
+* corrupt, truncated, empty or non-image data: :class:`ImageReadError`, naming the path (and key).
+
+EXIF orientation is not applied: pixels are returned as stored, as BasicSR's LMDB values are.
+"""
+import os
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be decoded (corrupt, truncated, empty or not an image). The message names its path."""
+
+
+# Channel order fixes applied to the integer image, before the float conversion, where a swap costs least.
+_TO_RGB = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}
+
+
+def _to_unit_float(img):
+    """Scale an integer or float array to float32 in [0, 1] by the range of its dtype."""
+    if img.dtype in (np.uint8, np.uint16):
+        out = img.astype(np.float32)
+        out /= 255. if img.dtype == np.uint8 else 65535.  # in place: one float buffer per image
+        return out
+    if np.issubdtype(img.dtype, np.floating):
+        return np.clip(img.astype(np.float32), 0, 1)
+    raise TypeError(f'unsupported pixel type {img.dtype}')
+
+
+def _to_rgb(img):
+    """(H, W), (H, W, 1), (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA float [0,1] -> (H, W, 3) RGB."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    channels = img.shape[2]
+    if channels in (2, 4):
+        # Composite over white (see the module docstring for why).
+        colour, alpha = img[:, :, :channels - 1], img[:, :, channels - 1:]
+        img = colour * alpha + (1. - alpha)
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+
+
+def decode_image(data, name):
+    """Decode encoded image bytes into an RGB float image.
+
+    Args:
+        data (bytes): the encoded file (PNG, JPEG, BMP, TIFF, WebP).
+        name (str): the path (and key) to name in errors.
+
+    Returns:
+        np.ndarray: (H, W, 3) float32 RGB in [0, 1].
+
+    Raises:
+        ImageReadError: if ``data`` is empty, truncated, corrupt or not an image.
+    """
+    if not data:
+        raise ImageReadError(f'empty image file: {name}')
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0 or img.ndim not in (2, 3):
+        raise ImageReadError(f'cannot decode image (corrupt, truncated or not an image): {name}')
+    if img.ndim == 3 and img.shape[2] in _TO_RGB:
+        img = cv2.cvtColor(img, _TO_RGB[img.shape[2]])  # OpenCV decodes BGR(A)
+    try:
+        return _to_rgb(_to_unit_float(img)).astype(np.float32, copy=False)
+    except TypeError as error:
+        raise ImageReadError(f'{error}: {name}') from error
+
+
+def list_image_files(folder):
+    """Map key (file stem) -> file path for the images directly inside ``folder`` (not recursive).
+
+    Args:
+        folder (str): a directory.
+
+    Returns:
+        dict[str, str]: key -> path, in sorted key order.
+
+    Raises:
+        FileNotFoundError: if ``folder`` is not a directory.
+        ValueError: if two files share a stem (for example ``a.png`` and ``a.jpg``).
+    """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f'image folder not found: {folder}')
+    files = {}
+    for entry in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(entry)
+        path = os.path.join(folder, entry)
+        if ext.lower() not in IMAGE_EXTENSIONS or not os.path.isfile(path):
+            continue
+        if stem in files:
+            raise ValueError(f'two images share the key {stem!r}: {files[stem]} and {path}')
+        files[stem] = path
+    return dict(sorted(files.items()))
+
+
+def is_lmdb_dir(path):
+    """Whether ``path`` is a BasicSR-format LMDB folder (``data.mdb``; ``meta_info.txt`` marks it complete)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, 'data.mdb'))
+
+
+def read_meta_info_keys(lmdb_path):
+    """The keys listed in ``lmdb_path/meta_info.txt``, in file order.
+
+    Each line is ``key.png (h,w,c) compress_level``; the key is the name up to its first '.', as basicsr reads it.
+    """
+    with open(os.path.join(lmdb_path, 'meta_info.txt')) as f:
+        return [line.split(' ')[0].split('.')[0] for line in f.read().splitlines() if line.strip()]
+
+
+# One read-only environment per LMDB path and process tree: py-lmdb refuses to open a path twice in a process, and
+# a forked child inherits its parent's environments (read-only and lock-free, they hold no per-process state).
+_READ_ENVS = {}
+
+
+def open_lmdb_readonly(path):
+    """The shared read-only, lock-free environment of LMDB ``path``, opened on first use."""
+    real = os.path.realpath(path)
+    if real not in _READ_ENVS:
+        import lmdb
+        _READ_ENVS[real] = lmdb.open(real, readonly=True, lock=False, readahead=False, meminit=False)
+    return _READ_ENVS[real]
+
+
+def close_lmdb_readonly(path):
+    """Close the shared read-only environment of ``path`` if open (before writing it, or reading it elsewhere)."""
+    env = _READ_ENVS.pop(os.path.realpath(path), None)
+    if env is not None:
+        env.close()
+
+
+class ImageSource:
+    """A folder of images or a BasicSR-format LMDB, addressed by key.
+
+    A folder holds files with the extensions in ``IMAGE_EXTENSIONS``; the key is the file stem. An LMDB folder holds
+    ``data.mdb`` and ``meta_info.txt`` (``key.png (h,w,c) compress_level`` per line). The LMDB is opened lazily,
+    read-only and without a lock, and shared by every ImageSource of that path (see :func:`open_lmdb_readonly`);
+    sources pickle without it, so they can be handed to dataloader workers.
+
+    Args:
+        path (str): the folder or LMDB path.
+
+    Attributes:
+        kind (str): 'lmdb' or 'folder'.
+        keys (list[str]): sorted keys.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f'image source not found: {self.path}')
+        if is_lmdb_dir(self.path):
+            if not os.path.isfile(os.path.join(self.path, 'meta_info.txt')):
+                raise FileNotFoundError(f'LMDB has no meta_info.txt (incomplete or interrupted write?): {self.path}')
+            self.kind = 'lmdb'
+            self.keys = sorted(read_meta_info_keys(self.path))
+            self._files = None
+        else:
+            self.kind = 'folder'
+            self._files = list_image_files(self.path)
+            self.keys = list(self._files)
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __repr__(self):
+        return f'ImageSource({self.path!r}, kind={self.kind!r}, {len(self)} images)'
+
+    def describe(self, key):
+        """The path (and key) to name in messages."""
+        if self.kind == 'folder' and key in self._files:
+            return self._files[key]
+        return f'{self.path} (key {key!r})'
+
+    def read_bytes(self, key):
+        """The encoded image bytes stored under ``key``.
+
+        Raises:
+            KeyError: if ``key`` is not in the source.
+        """
+        if self.kind == 'folder':
+            if key not in self._files:
+                raise KeyError(f'key {key!r} not in {self.path}')
+            with open(self._files[key], 'rb') as f:
+                return f.read()
+        with open_lmdb_readonly(self.path).begin(write=False) as txn:
+            value = txn.get(key.encode('ascii'))
+        if value is None:
+            raise KeyError(f'key {key!r} not in {self.path}')
+        return bytes(value)
+
+    def read(self, key):
+        """Decode the image under ``key``.
+
+        Returns:
+            np.ndarray: (H, W, 3) float32 RGB in [0, 1].
+
+        Raises:
+            ImageReadError: if the stored bytes are not a readable image (the message names path and key).
+        """
+        return decode_image(self.read_bytes(key), self.describe(key))
+
+
+def describe_key_mismatch(keys_a, keys_b, name_a, name_b, limit=10):
+    """Say which keys only one of two sets has, naming up to ``limit`` of each and counting the rest.
+
+    Returns:
+        str: e.g. "only in GT_DIR: k1, k2 (+3 more); only in LQ_DIR: k9", or '' when the sets are equal.
+    """
+    parts = []
+    for name, extra in ((name_a, sorted(set(keys_a) - set(keys_b))), (name_b, sorted(set(keys_b) - set(keys_a)))):
+        if extra:
+            more = f' (+{len(extra) - limit} more)' if len(extra) > limit else ''
+            parts.append(f'{len(extra)} key(s) only in {name}: {", ".join(extra[:limit])}{more}')
+    return '; '.join(parts)

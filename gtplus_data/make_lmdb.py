@@ -1,0 +1,113 @@
+"""Folders (or LMDBs) of images -> BasicSR LMDBs, single or paired, validated before anything is written.
+
+Every input image of this rank's share is decoded first; any unreadable one (corrupt, truncated, empty, not an
+image) or, in paired mode, any unmatched key or inconsistent size is reported by key and path, and nothing is
+written. Values are stored as 8-bit RGB PNG (see :mod:`gtplus_data.lmdb_writer` for the format and guarantees).
+"""
+import os.path as osp
+
+from gtplus_data.image_source import ImageReadError, ImageSource, describe_key_mismatch
+from gtplus_data.lmdb_writer import check_key, dist_rank_world, refuse_complete, shard_keys, write_sharded
+
+
+def validate_images(source, keys, desc='validate'):
+    """Decode every image of ``keys`` once and return its shape.
+
+    Args:
+        source (ImageSource): where the images are.
+        keys (list[str]): the keys to check.
+        desc (str): progress bar label.
+
+    Returns:
+        dict[str, tuple]: key -> (h, w, 3).
+
+    Raises:
+        ImageReadError: listing every unreadable image (or unusable key) by path, one per line.
+    """
+    from tqdm import tqdm
+    shapes, errors = {}, []
+    for key in tqdm(keys, desc=desc, unit='img', disable=None):
+        try:
+            check_key(key)
+            shapes[key] = source.read(key).shape
+        except ImageReadError as error:  # names the path already
+            errors.append(str(error))
+        except ValueError as error:  # a key that basicsr's meta_info cannot list
+            errors.append(f'{error}: {source.describe(key)}')
+    if errors:
+        raise ImageReadError(f'{len(errors)} bad image(s) in {source.path}, nothing written:\n  ' +
+                             '\n  '.join(errors))
+    return shapes
+
+
+def check_pair_sizes(lq_shapes, gt_shapes, scale):
+    """Check that GT height and width are ``scale`` times LQ's for every key.
+
+    Raises:
+        ValueError: naming up to 10 keys with their sizes, and the count of the rest.
+    """
+    bad = [f'{key} (LQ {lq_shapes[key][0]}x{lq_shapes[key][1]}, GT {gt_shapes[key][0]}x{gt_shapes[key][1]})'
+           for key in sorted(gt_shapes)
+           if tuple(gt_shapes[key][:2]) != (lq_shapes[key][0] * scale, lq_shapes[key][1] * scale)]
+    if bad:
+        more = f' (+{len(bad) - 10} more)' if len(bad) > 10 else ''
+        raise ValueError(f'GT size is not {scale} x LQ size for {len(bad)} key(s), nothing written: '
+                         f'{", ".join(bad[:10])}{more}')
+
+
+def _write_source(source, out_path, rank, world_size, overwrite, compress_level):
+    """Write this rank's share of ``source`` (already validated) as its part of ``out_path``."""
+    return write_sharded(out_path, source.keys, source.read, rank, world_size, overwrite, compress_level,
+                         desc=osp.basename(out_path.rstrip('/')))
+
+
+def folder_to_lmdb(in_path, out_path, overwrite=False, compress_level=1, rank=None, world_size=None):
+    """Validate, then write an image folder (or LMDB) as a BasicSR LMDB (or this rank's shard of it).
+
+    Args:
+        in_path (str): image folder or LMDB.
+        out_path (str): the output LMDB folder.
+        overwrite (bool): replace a complete output.
+        compress_level (int): PNG compression 0-9.
+        rank, world_size (int | None): sharding (default: torchrun's RANK / WORLD_SIZE, else one process).
+
+    Returns:
+        str: the LMDB this call completed (``out_path`` or its shard).
+    """
+    rank, world_size = dist_rank_world(rank, world_size)
+    source = ImageSource(in_path)
+    if not overwrite:
+        refuse_complete(out_path)
+    keys = shard_keys(source.keys, rank, world_size)
+    validate_images(source, keys)
+    return _write_source(source, out_path, rank, world_size, overwrite, compress_level)
+
+
+def paired_lmdb_paths(out_prefix):
+    """OUT_PREFIX -> (OUT_PREFIX_lq.lmdb, OUT_PREFIX_gt.lmdb); a trailing '.lmdb' on the prefix is dropped."""
+    prefix = out_prefix[:-5] if out_prefix.endswith('.lmdb') else out_prefix
+    return f'{prefix}_lq.lmdb', f'{prefix}_gt.lmdb'
+
+
+def paired_folders_to_lmdb(lq_path, gt_path, out_prefix, scale=1, overwrite=False, compress_level=1, rank=None,
+                           world_size=None):
+    """Validate LQ/GT pairs (readable, same keys, GT = scale x LQ), then write OUT_PREFIX_{lq,gt}.lmdb.
+
+    Returns:
+        tuple[str, str]: the LQ and GT LMDBs this call completed (or this rank's shards of them).
+    """
+    rank, world_size = dist_rank_world(rank, world_size)
+    lq_source, gt_source = ImageSource(lq_path), ImageSource(gt_path)
+    lq_out, gt_out = paired_lmdb_paths(out_prefix)
+    if not overwrite:
+        refuse_complete(lq_out)
+        refuse_complete(gt_out)
+    mismatch = describe_key_mismatch(lq_source.keys, gt_source.keys, f'LQ {lq_path}', f'GT {gt_path}')
+    if mismatch:  # cheap check before decoding anything
+        raise ValueError(f'LQ and GT keys differ, nothing written: {mismatch}')
+    keys = shard_keys(gt_source.keys, rank, world_size)
+    lq_shapes = validate_images(lq_source, keys, 'validate LQ')
+    gt_shapes = validate_images(gt_source, keys, 'validate GT')
+    check_pair_sizes(lq_shapes, gt_shapes, scale)
+    return tuple(_write_source(source, out, rank, world_size, overwrite, compress_level)
+                 for source, out in ((lq_source, lq_out), (gt_source, gt_out)))
