@@ -8,12 +8,21 @@ import math
 import torch
 
 
-@functools.lru_cache(maxsize=32)
+# Small on purpose: one basis is num_bins·H·W values (92 MB at 1280x720 in float32). Training uses one patch size;
+# whole-image tools see a few sizes.
+@functools.lru_cache(maxsize=4)
 def _cached_basis(height, width, num_bins, base_sigma, device, dtype):
+    # A first call under torch.inference_mode would otherwise cache an inference tensor, which a later training
+    # step could not save for backward.
+    with torch.inference_mode(False), torch.no_grad():
+        return _build_basis(height, width, num_bins, base_sigma, device, dtype)
+
+
+def _build_basis(height, width, num_bins, base_sigma, device, dtype):
     y = torch.linspace(-1, 1, height, dtype=torch.float64)
     x = torch.linspace(-1, 1, width, dtype=torch.float64)
     yy, xx = torch.meshgrid(y, x, indexing='ij')
-    dist = torch.sqrt(xx**2 + yy**2)  # in [0, sqrt(2)], 0 at the centre (the DC term after fftshift)
+    dist = torch.sqrt(xx**2 + yy**2)  # in [0, sqrt(2)]; small at the centre, where fftshift puts DC
     rings = []
     for b in range(num_bins):
         t = (b / (num_bins - 1))**2
@@ -22,9 +31,7 @@ def _cached_basis(height, width, num_bins, base_sigma, device, dtype):
             rings.append(torch.exp(-dist**2 / (2 * sigma**2)))
         else:
             rings.append(torch.exp(-(dist - mu)**2 / (2 * sigma**2)))
-    basis = torch.stack(rings).to(device=device, dtype=dtype)
-    basis.requires_grad_(False)
-    return basis
+    return torch.stack(rings).to(device=device, dtype=dtype)
 
 
 def ring_gaussian_basis(h, w, num_bins=25, base_sigma=0.05, device=None, dtype=torch.float32):
@@ -34,11 +41,20 @@ def ring_gaussian_basis(h, w, num_bins=25, base_sigma=0.05, device=None, dtype=t
     ``mu_b = t_b·√2``, ``sigma_b = base_sigma·(1 + 10·t_b)``; ring 0 is ``exp(-d²/2σ_0²)``, ring b is
     ``exp(-(d - mu_b)²/2σ_b²)``. Peak 1, not normalised.
 
-    Cached per (size, bins, sigma, device, dtype): the official code rebuilt it on every call, which cost 15× an
-    FFT round trip. The returned tensor is shared: do not modify it in place.
+    Cached per (size, bins, sigma, device, dtype): the official code rebuilt it on every call, which cost 15-20×
+    an FFT round trip. The returned tensor is shared and does not require grad: use it freely in autograd graphs,
+    but never modify it in place (clone first).
+
+    Args:
+        h, w (int): spectrum size (the image size).
+        num_bins (int): number of rings B. Official: 25.
+        base_sigma (float): width of ring 0. Official: 0.05.
+        device (torch.device | str | None): where the basis lives (None: CPU).
+        dtype (torch.dtype): its dtype (computed in float64, then cast).
 
     Returns:
-        Tensor: [num_bins, h, w].
+        Tensor: [num_bins, h, w], values in [0, 1], centred layout (ring 0 peaks at (h//2, w//2) for odd sizes and
+        near it for even ones, as ``linspace(-1, 1)`` puts no sample exactly at 0 there).
     """
     device = torch.device(device) if device is not None else torch.device('cpu')
     return _cached_basis(int(h), int(w), int(num_bins), float(base_sigma), device, dtype)
@@ -50,16 +66,21 @@ def spatial_fftshift(x, official_fftshift=False):
     return torch.fft.fftshift(x) if official_fftshift else torch.fft.fftshift(x, dim=(-2, -1))
 
 
-def log_amplitude(img, official_fftshift=False):
-    """``log10(|fftshift(fft2(img))| + 1)``: the CFMG's spectral input channels.
+def amplitude_spectrum_log(img, official_fftshift=False):
+    """``log10(|fftshift(fft2(img))| + 1)``: the CFMG's spectral input channels (unnormalised FFT).
 
     Args:
-        img (Tensor): [B,C,H,W] in [0,1].
+        img (Tensor): [B,C,H,W] RGB in [0,1].
+        official_fftshift (bool): shift over all axes as the released code does (see :func:`spatial_fftshift`).
 
     Returns:
-        Tensor: [B,C,H,W], centred spectrum.
+        Tensor: [B,C,H,W], centred spectrum (DC at index (H//2, W//2)), >= 0.
     """
     return torch.log10(spatial_fftshift(torch.fft.fft2(img), official_fftshift).abs() + 1)
+
+
+# The name the first version exported; kept so existing callers keep working.
+log_amplitude = amplitude_spectrum_log
 
 
 def masks_from_coefficients(coefficients, basis):
@@ -79,9 +100,9 @@ def masks_from_coefficients(coefficients, basis):
 def frequency_mixup(sources, masks):
     """Mix sources in the frequency domain: ``Re(ifft2(ifftshift(Σ_i M_i ⊙ fftshift(fft2(I_i)))))``, ortho FFT.
 
-    The shifts act on the spatial dims only. Because shifting is a permutation, ``ifftshift(Σ_i M_i ⊙ fftshift(F_i))``
-    equals ``Σ_i ifftshift(M_i) ⊙ F_i``: shifting the (smaller, real) masks once replaces shifting every complex
-    spectrum twice, which keeps the mixup near the cost of a bare FFT round trip.
+    The shifts act on the spatial dims only. Shifting is a permutation, so ``ifftshift(Σ_i M_i ⊙ fftshift(F_i))``
+    equals ``Σ_i ifftshift(M_i) ⊙ F_i`` exactly (odd sizes included): shifting the (smaller, real) masks once
+    replaces shifting every complex spectrum twice, which keeps the mixup near the cost of a bare FFT round trip.
 
     Args:
         sources (Tensor): [B, S, C, H, W] images (RGB in [0,1]).

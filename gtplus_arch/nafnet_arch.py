@@ -71,35 +71,55 @@ class NAFBlock(nn.Module):
         return y + self.dropout2(x) * self.gamma
 
 
-def pad_to_multiple(x, multiple):
-    """Reflect-pad [B,C,H,W] on the bottom/right to multiples of ``multiple``; returns (padded, (H, W))."""
+def pad_to_multiple(x, multiple, official_padding=False):
+    """Pad [B,C,H,W] on the bottom/right to multiples of ``multiple``.
+
+    Reflect padding by default (replicate where the image is too small to reflect): zeros make a dark border that
+    the U-Net spreads inward, and make tiled and whole-image results disagree. ``official_padding=True`` zero-pads
+    as NAFNet's ``check_image_size`` does. Both give the same result when H and W are already multiples.
+
+    Returns:
+        tuple[Tensor, tuple[int, int]]: the padded tensor and the original (H, W), for cropping back.
+    """
     height, width = x.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if pad_h or pad_w:
-        mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
+        if official_padding:
+            mode = 'constant'
+        else:
+            mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
         x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
     return x, (height, width)
 
 
 class NAFUNet(nn.Module):
-    """The NAFNet U-Net body: encoder levels (blocks + stride-2 conv), middle blocks, decoder levels
-    (1x1 + PixelShuffle up, additive skip, blocks). ``unet(x)`` maps features [B,width,H,W] -> same.
+    """The NAFNet U-Net, shared by :class:`GTPlusNAFNet` and ORNet.
 
-    Networks subclass it and add their own ``intro``/``ending`` convs, so that parameter names are the official
-    NAFNet ones (``intro``, ``encoders``, ``downs``, ``middle_blks``, ``ups``, ``decoders``, ``ending``) and
-    released NAFNet / ORNet state dicts load.
+    ``intro`` (3x3 conv in_channels→width); encoder levels (NAFBlocks + 2x2 stride-2 conv doubling the channels);
+    middle blocks; decoder levels (1x1 conv + PixelShuffle(2) up, additive skip, NAFBlocks); ``ending`` (3x3 conv
+    width→out_channels). Submodule names follow the official NAFNet / ORNet code, so their released state dicts load
+    strictly. Subclasses add the padding, the conditioning and the global residual.
 
     Args:
+        in_channels (int): channels into ``intro``.
+        out_channels (int): channels out of ``ending``.
         width (int): channels at full resolution (doubled at each level down).
         enc_blk_nums (list[int]): NAFBlocks per encoder level.
         middle_blk_num (int): NAFBlocks at the bottom.
         dec_blk_nums (list[int]): NAFBlocks per decoder level (same length as enc_blk_nums).
+        official_padding (bool): zero-pad to the multiple of 2^levels as the official code does; False
+            reflect-pads (see :func:`pad_to_multiple`).
     """
 
-    def __init__(self, width, enc_blk_nums, middle_blk_num, dec_blk_nums):
+    def __init__(self, in_channels, out_channels, width, enc_blk_nums, middle_blk_num, dec_blk_nums,
+                 official_padding=False):
         super().__init__()
+        self.official_padding = official_padding
         if len(enc_blk_nums) != len(dec_blk_nums):
-            raise ValueError(f'enc_blk_nums {enc_blk_nums} and dec_blk_nums {dec_blk_nums} differ in length')
+            raise ValueError(f'enc_blk_nums {list(enc_blk_nums)} and dec_blk_nums {list(dec_blk_nums)} differ in '
+                             'length')
+        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, out_channels, 3, padding=1)
         self.encoders, self.downs, self.ups, self.decoders = (nn.ModuleList() for _ in range(4))
         channels = width
         for num in enc_blk_nums:
@@ -114,6 +134,8 @@ class NAFUNet(nn.Module):
         self.padder_size = 2**len(enc_blk_nums)
 
     def unet(self, x):
+        """[B,in_channels,H,W] (H, W multiples of ``padder_size``) -> [B,out_channels,H,W]."""
+        x = self.intro(x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             x = encoder(x)
@@ -122,24 +144,37 @@ class NAFUNet(nn.Module):
         x = self.middle_blks(x)
         for decoder, up, skip in zip(self.decoders, self.ups, skips[::-1]):
             x = decoder(up(x) + skip)
-        return x
+        return self.ending(x)
 
 
 @ARCH_REGISTRY.register()
 class GTPlusNAFNet(NAFUNet):
-    """NAFNet restorer (same-size restoration: denoising, deblurring). Defaults: the SIDD width-32 config.
+    """NAFNet restorer for same-size restoration (denoising, deblurring). Defaults: the SIDD width-32 config.
 
-    Input and output: [B,C,H,W] RGB in [0,1], any H, W (padded internally to a multiple of 2^levels, then cropped).
-    Global residual: output = input + body(input).
+    Registered as ``GTPlusNAFNet`` so it never collides with a ``NAFNet`` from another plugin; its state-dict keys
+    are NAFNet's, so the official NAFNet-SIDD/GoPro checkpoints load strictly.
+
+    Args:
+        img_channel (int): image channels (3: RGB).
+        width (int): channels at full resolution.
+        middle_blk_num (int): NAFBlocks at the bottom.
+        enc_blk_nums (list[int]): NAFBlocks per encoder level.
+        dec_blk_nums (list[int]): NAFBlocks per decoder level.
+        official_padding (bool): zero-pad odd sizes as the official NAFNet does (default: reflect).
     """
 
     def __init__(self, img_channel=3, width=32, middle_blk_num=12, enc_blk_nums=(2, 2, 4, 8),
-                 dec_blk_nums=(2, 2, 2, 2)):
-        super().__init__(width, list(enc_blk_nums), middle_blk_num, list(dec_blk_nums))
-        self.intro = nn.Conv2d(img_channel, width, 3, padding=1)
-        self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+                 dec_blk_nums=(2, 2, 2, 2), official_padding=False):
+        super().__init__(img_channel, img_channel, width, list(enc_blk_nums), middle_blk_num, list(dec_blk_nums),
+                         official_padding)
 
     def forward(self, inp):
-        x, (height, width) = pad_to_multiple(inp, self.padder_size)
-        x = self.ending(self.unet(self.intro(x)))
-        return (x[..., :height, :width] + inp)
+        """
+        Args:
+            inp (Tensor): [B,C,H,W] RGB in [0,1], any H, W (padded to a multiple of 2^levels, then cropped).
+
+        Returns:
+            Tensor: [B,C,H,W] = inp + body(inp), not clamped.
+        """
+        x, (height, width) = pad_to_multiple(inp, self.padder_size, self.official_padding)
+        return self.unet(x)[..., :height, :width] + inp

@@ -1,11 +1,11 @@
 """Output Refinement Network (ORNet): a c-conditioned NAFNet-style U-Net that runs after any restorer."""
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
-from torch import nn
 
 from gtplus_arch.nafnet_arch import NAFUNet, pad_to_multiple
 
-# name -> (width, enc_blk_nums, middle_blk_num, dec_blk_nums). 'official' is the released configuration (17.9M).
+# name -> (width, enc_blk_nums, middle_blk_num, dec_blk_nums). 'official' is the released configuration
+# (17.9M parameters); the lighter ones trade quality for speed (see benchmarks/bench_ornet.py for measured costs).
 ORNET_PRESETS = {
     'official': (64, [1, 1, 1, 1], 1, [1, 1, 1, 1]),
     'small': (32, [1, 1, 1, 1], 1, [1, 1, 1, 1]),
@@ -18,37 +18,45 @@ ORNET_PRESETS = {
 class ORNet(NAFUNet):
     """Refines a restored image towards the enhanced GT at strength c.
 
-    Input: the image [B,3,H,W] RGB in [0,1] plus a constant c map (4 channels in all), padded to a multiple of
-    2^levels (16 for the official 4 levels) and cropped back. Output = input + body (global residual).
+    The input image is padded to a multiple of 2^levels (16 for the official 4 levels), a constant c map is added
+    (4 channels in all), the U-Net runs and the result is cropped back; output = input + U-Net (global residual).
+    State-dict keys are the official ORNet's (``intro``, ``encoders``, ..., ``ending``), so ``ORNet.pkl`` loads.
 
     Args:
-        img_channel (int): image channels.
-        width, enc_blk_nums, middle_blk_num, dec_blk_nums: the U-Net; defaults are the official ORNet.
-        preset (str | None): one of ORNET_PRESETS; overrides the four shape arguments.
+        img_channel (int): image channels (3: RGB); the U-Net sees img_channel + 1 (the c map).
+        width (int): channels at full resolution. Official: 64.
+        enc_blk_nums (list[int]): NAFBlocks per encoder level. Official: [1, 1, 1, 1].
+        middle_blk_num (int): NAFBlocks at the bottom. Official: 1.
+        dec_blk_nums (list[int]): NAFBlocks per decoder level. Official: [1, 1, 1, 1].
+        preset (str | None): one of ``ORNET_PRESETS`` ('official', 'small', 'light', 'tiny'); when given it
+            overrides the four shape arguments.
+        official_padding (bool): zero-pad odd sizes as the official code does (default: reflect).
     """
 
     def __init__(self, img_channel=3, width=64, enc_blk_nums=(1, 1, 1, 1), middle_blk_num=1,
-                 dec_blk_nums=(1, 1, 1, 1), preset=None):
+                 dec_blk_nums=(1, 1, 1, 1), preset=None, official_padding=False):
         if preset is not None:
             if preset not in ORNET_PRESETS:
                 raise ValueError(f"Unknown ORNet preset '{preset}'; choose from {sorted(ORNET_PRESETS)}")
             width, enc_blk_nums, middle_blk_num, dec_blk_nums = ORNET_PRESETS[preset]
-        super().__init__(width, list(enc_blk_nums), middle_blk_num, list(dec_blk_nums))
-        self.intro = nn.Conv2d(img_channel + 1, width, 3, padding=1)
-        self.ending = nn.Conv2d(width, img_channel, 3, padding=1)
+        super().__init__(img_channel + 1, img_channel, width, list(enc_blk_nums), middle_blk_num,
+                         list(dec_blk_nums), official_padding)
 
     def forward(self, x, cond=0.3):
         """
         Args:
-            x (Tensor): [B,3,H,W] RGB in [0,1].
-            cond (Tensor | float): c in [0,1], [B] or scalar. 0.3 is the official test-time value.
+            x (Tensor): [B,3,H,W] RGB in [0,1], any H, W.
+            cond (Tensor | float): c in [0,1], a [B] tensor or a scalar. 0.3 is the value the official test code
+                hard-codes.
 
         Returns:
-            Tensor: [B,3,H,W] (not clamped).
+            Tensor: [B,3,H,W], not clamped.
         """
         batch, _, height, width = x.shape
         cond = torch.as_tensor(cond, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
-        inp = torch.cat([x, cond.expand(batch, 1, height, width)], dim=1)
-        inp, _ = pad_to_multiple(inp, self.padder_size)
-        out = self.ending(self.unet(self.intro(inp)))
+        # Pad the image, then fill c over the padded size (as the official code does): zero-padding the
+        # concatenation would put c = 0 in the margin.
+        padded, _ = pad_to_multiple(x, self.padder_size, self.official_padding)
+        cond_map = cond.expand(batch, 1, *padded.shape[-2:])
+        out = self.unet(torch.cat([padded, cond_map], dim=1))
         return out[..., :height, :width] + x

@@ -13,7 +13,7 @@ class GTPlusScoredImageDataset(KeyedRootsDataset):
     Args:
         opt (dict): ``dataroot_gt`` (LMDB or folder holding ``<score_file>.json``, see
             :func:`gtplus_data.lmdb_writer.write_side_file`), ``score_file`` (default 'quality_scores'),
-            ``score_name`` (the record field, default 'score'), ``io_backend``, ``phase``, ``gt_size``,
+            ``score_name`` (the record field, default 'ensemble': the IQPIR score that gtplus score --ensemble writes), ``io_backend``, ``phase``, ``gt_size``,
             ``use_hflip``, ``use_rot``.
 
     Returns (per item):
@@ -22,7 +22,7 @@ class GTPlusScoredImageDataset(KeyedRootsDataset):
 
     def __init__(self, opt):
         super().__init__(opt, {'gt': opt['dataroot_gt']})
-        score_file, score_name = opt.get('score_file', 'quality_scores'), opt.get('score_name', 'score')
+        score_file, score_name = opt.get('score_file', 'quality_scores'), opt.get('score_name', 'ensemble')
         records = read_side_file(opt['dataroot_gt'], score_file)
         missing = [key for key in self.keys if score_name not in records.get(key, {})]
         if missing:

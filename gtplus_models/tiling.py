@@ -10,7 +10,7 @@ def tile_starts(length, tile, stride):
     return starts + [length - tile]
 
 
-def tiled_forward(fn, img, tile=512, tile_pad=32):
+def tiled_forward(fn, img, tile=512, tile_pad=32, align=1):
     """Apply a same-size image-to-image function tile by tile and blend the tiles back together.
 
     Each tile is run with ``tile_pad`` pixels of context on every side (cropped away afterwards), so results match
@@ -21,6 +21,8 @@ def tiled_forward(fn, img, tile=512, tile_pad=32):
         img (Tensor): [B,C,H,W].
         tile (int): tile size in pixels (0 or >= the image size: one call on the whole image).
         tile_pad (int): context added around each tile.
+        align (int): tile origins are rounded down to multiples of this (a U-Net's 2^levels), so that strided
+            convolutions see the same sampling grid as on the whole image.
 
     Returns:
         Tensor: [B,C',H,W].
@@ -33,7 +35,7 @@ def tiled_forward(fn, img, tile=512, tile_pad=32):
     for top in tile_starts(height, tile, tile):
         for left in tile_starts(width, tile, tile):
             bottom, right = min(top + tile, height), min(left + tile, width)
-            y0, x0 = max(top - tile_pad, 0), max(left - tile_pad, 0)
+            y0, x0 = max(top - tile_pad, 0) // align * align, max(left - tile_pad, 0) // align * align
             y1, x1 = min(bottom + tile_pad, height), min(right + tile_pad, width)
             result = fn(img[:, :, y0:y1, x0:x1])
             if out is None:
@@ -58,10 +60,11 @@ def run_chain(networks, img, cond=None, tile=0, tile_pad=32):
     """
     out = img
     for net, takes_cond in networks:
+        align = getattr(net, 'padder_size', 1)
         if takes_cond:
             out = tiled_forward(lambda x, n=net: n(x, torch.full((x.shape[0], ), float(cond), device=x.device)), out,
-                                tile, tile_pad)
+                                tile, tile_pad, align)
         else:
-            out = tiled_forward(net, out, tile, tile_pad)
+            out = tiled_forward(net, out, tile, tile_pad, align)
         out = out.clamp(0, 1)
     return out

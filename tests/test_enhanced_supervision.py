@@ -96,7 +96,7 @@ def test_cfmg_training_logs_fidelity_and_quality(trained_cfmg, variant_data):
     for name in ('l_total', 'l_fidelity', 'l_quality_reward', 'iqa_niqe', 'cond'):
         assert name in log, name
     state = torch.load(trained_cfmg, weights_only=True)['params']
-    assert state['head.3.weight'].shape == (4 * 25, 8)
+    assert state['fclayer_last.weight'].shape == (4 * 25, 8)
 
 
 def test_ornet_training_on_gt_and_after_a_frozen_restorer(trained_cfmg, variant_data, tmp_path):

@@ -1,0 +1,33 @@
+"""Shared timing helper for the benchmark scripts (not a benchmark itself: the Makefile runs bench_*.py)."""
+import statistics
+import time
+
+import torch
+
+
+def interleaved_medians(fns, repeats, warmup=1):
+    """Median seconds of each callable, timed round-robin under ``torch.inference_mode``.
+
+    Interleaving makes a change in machine load hit every row alike, so ratios between rows stay meaningful.
+
+    Args:
+        fns (dict[str, callable]): name -> zero-argument callable.
+        repeats (int | dict[str, int]): timed calls per callable, or per-name counts (fewer for slow rows).
+        warmup (int): untimed calls of each callable first.
+
+    Returns:
+        dict[str, float]: name -> median seconds.
+    """
+    counts = repeats if isinstance(repeats, dict) else {name: repeats for name in fns}
+    times = {name: [] for name in fns}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        for round_index in range(max(counts.values())):
+            for name, fn in fns.items():
+                if round_index < counts.get(name, 0):
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
