@@ -115,8 +115,8 @@ def test_scored_dataset_reads_scores_from_side_file(roots, tmp_path):
     item = dataset[3]
     assert item['gt'].shape == (3, 8, 8) and item['gt_path'] == '003'
     assert item['score'].dtype == torch.float32 and item['score'].item() == pytest.approx(0.3)
-    write_side_file(scored, 'partial', {'000': {'score': 1.0}}, 'only one')
-    with pytest.raises(ValueError, match=r"5 image\(s\) .* have no 'score' in side file 'partial': 001, 002"):
+    write_side_file(scored, 'partial', {'000': {'ensemble': 1.0}}, 'only one')
+    with pytest.raises(ValueError, match=r"5 image\(s\) .* have no 'ensemble' in side file 'partial': 001, 002"):
         build_dataset(train_opt(type='GTPlusScoredImageDataset', dataroot_gt=scored, score_file='partial'))
 
 

@@ -101,7 +101,7 @@ def save_and_dump(self, epoch, current_iter):
         torch.save(bare.state_dict(), os.path.join(os.environ['DUMP_DIR'], f"rank{self.opt['rank']}.pth"))
 
 SRModel.save = save_and_dump
-gtplus_models.train.main()
+gtplus_models.train.module_main(is_train=True)
 '''
 
 
