@@ -40,7 +40,21 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command not in PIPELINE_COMMANDS:
+        show_tool_progress()
     return args.run(args) or 0
+
+
+# train/test initialise basicsr's logger themselves, with their log file; creating it earlier would lose the file.
+PIPELINE_COMMANDS = ('train', 'test')
+
+
+def show_tool_progress():
+    """basicsr's root logger only gets a level when given a log file; tools log INFO to the console."""
+    import logging
+
+    from basicsr.utils import get_root_logger
+    get_root_logger().setLevel(logging.INFO)
 
 
 if __name__ == '__main__':

@@ -43,7 +43,8 @@ def evaluate_images(sources, references):
             row = {}
             for ref_name, ref in references.items():
                 ref_img = to_uint8(ref.read(key))
-                row[f'psnr_vs_{ref_name}'] = float(calculate_psnr(to_uint8(img), ref_img, crop_border=0))
+                psnr = float(calculate_psnr(to_uint8(img), ref_img, crop_border=0))
+                row[f'psnr_vs_{ref_name}'] = psnr if np.isfinite(psnr) else None  # identical images: JSON null
                 row[f'ssim_vs_{ref_name}'] = float(calculate_ssim(to_uint8(img), ref_img, crop_border=0))
             tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
             with torch.no_grad():
@@ -51,6 +52,15 @@ def evaluate_images(sources, references):
                     row[metric_name] = float(metric(tensor).item())
             results[name][key] = row
     return results
+
+
+def mean_or_none(values):
+    """Mean of the values, None if any is None (PSNR of an image against itself)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def fmt(value):
+    return 'identical' if value is None else f'{value:.4f}'
 
 
 def better(metric, new, old):
@@ -63,6 +73,8 @@ def verdicts(means):
     lines = []
     for new, old in (('restorer_ornet', 'restorer'), ('enhanced_gt', 'gt')):
         for metric in METRICS:
+            if means[new][metric] is None or means[old][metric] is None:
+                continue  # e.g. PSNR of the GT against itself
             delta = means[new][metric] - means[old][metric]
             verdict = 'better' if better(metric, means[new][metric], means[old][metric]) else 'worse or equal'
             lines.append(f'{SOURCE_LABELS[new]} vs {SOURCE_LABELS[old]}: {metric} {means[old][metric]:.4f} -> '
@@ -72,7 +84,7 @@ def verdicts(means):
 
 def summarise(per_image, cond, test_keys):
     """Means over the held-out images, the metric definitions and honest verdicts."""
-    means = {name: {m: float(np.mean([row[m] for row in rows.values()])) for m in METRICS}
+    means = {name: {m: mean_or_none([row[m] for row in rows.values()]) for m in METRICS}
              for name, rows in per_image.items()}
     ornet_gain = [m for m in METRICS if better(m, means['restorer_ornet'][m], means['restorer'][m])]
     return {
@@ -96,7 +108,7 @@ def report_markdown(report):
     lines = [f'# gtplus quickstart report (c = {report["cond"]})', '', header,
              '|' + ' --- |' * (len(report['metrics']) + 1)]
     for name, values in report['mean'].items():
-        lines.append(f'| {report["sources"][name]} | ' + ' | '.join(f'{values[m]:.4f}' for m in report['metrics']) +
+        lines.append(f'| {report["sources"][name]} | ' + ' | '.join(fmt(values[m]) for m in report['metrics']) +
                      ' |')
     lines += ['', report['summary'], ''] + [f'- {v}' for v in report['verdicts']]
     if 'timings_s' in report:
@@ -105,9 +117,10 @@ def report_markdown(report):
 
 
 def quickstart_figures(out, refine_dir, cfmg, variant_paths, cond, sweep_conds):
-    """Write OUT/figures/: comparison.png, masks.png and c_sweep.png (see the README for what each shows)."""
+    """Write OUT/figures/: comparison.png, masks.png, c_sweep.png and enhanced_gt_sweep.png (see the README)."""
     from gtplus_data.image_source import ImageSource
     from gtplus_models.enhance_gt import read_sources
+    from gtplus_models.enhanced_supervision import enhance
     from gtplus_models.figures import labelled_strip, mask_to_colour, stack_rows
     from gtplus_models.refine import cond_folder, write_png
     data = osp.join(out, 'data')
@@ -136,5 +149,16 @@ def quickstart_figures(out, refine_dir, cfmg, variant_paths, cond, sweep_conds):
         mask_rows.append(labelled_strip([(f'mask {n} [{key}]', mask_to_colour(m)) for n, m in zip(names, masks)]))
     write_png(osp.join(figures, 'masks.png'), stack_rows(mask_rows))
 
-    sweep = [ImageSource(osp.join(refine_dir, 'sweep'))]
-    write_png(osp.join(figures, 'c_sweep.png'), stack_rows([to_uint8(sweep[0].read(k)) for k in keys]))
+    sweep = ImageSource(osp.join(refine_dir, 'sweep'))
+    write_png(osp.join(figures, 'c_sweep.png'), stack_rows([to_uint8(sweep.read(k)) for k in keys]))
+
+    enhanced_rows = []
+    for key in keys:
+        gt, sources = read_sources(gt_source, variant_sources, key, 'cpu')
+        panels = [(f'GT [{key}]', to_uint8(gt[0].numpy().transpose(1, 2, 0)))]
+        for value in sweep_conds:
+            with torch.no_grad():
+                enhanced = enhance(cfmg, gt, sources, value)[0].clamp(0, 1)[0].numpy().transpose(1, 2, 0)
+            panels.append((f'enhanced GT c={value:g}', to_uint8(enhanced)))
+        enhanced_rows.append(labelled_strip(panels))
+    write_png(osp.join(figures, 'enhanced_gt_sweep.png'), stack_rows(enhanced_rows))

@@ -42,7 +42,7 @@ def logger():
     return get_root_logger()
 
 
-def square_photo(img, size=PHOTO_SIZE):
+def square_photo(img, size):
     """HxWx3 uint8 -> size x size float32 [0,1]: area-resize the short side to ``size``, centre-crop."""
     import cv2
     height, width = img.shape[:2]
@@ -72,12 +72,12 @@ def down_up(img, scale):
     return resize(resize(img, height // scale, width // scale), height, width)
 
 
-def prepare_data(out):
+def prepare_data(out, size=PHOTO_SIZE):
     """Stage 1. Returns {split: {key: pristine image}}."""
     from gtplus_data.degradations import degrade
     from gtplus_data.sample_photos import load_sample_photo, sample_photo_names, write_sample_photos
     write_sample_photos(osp.join(out, 'photos'))
-    pristine = {name: square_photo(load_sample_photo(name)) for name in sample_photo_names()}
+    pristine = {name: square_photo(load_sample_photo(name), size) for name in sample_photo_names()}
     splits = {'train': {k: v for k, v in pristine.items() if k not in TEST_PHOTOS},
               'test': {k: v for k, v in pristine.items() if k in TEST_PHOTOS}}
     data = osp.join(out, 'data')
@@ -108,14 +108,24 @@ def latest_weights(out, name):
     return osp.join(out, 'experiments', f'quickstart_{name}', 'models', 'net_g_latest.pth')
 
 
-def train_stage(out, name):
+def iteration_overrides(iters):
+    """--force_yml entries that shorten every training stage to ``iters`` iterations (for a quick preview)."""
+    if not iters:
+        return []
+    return ['--force_yml', f'train:total_iter={iters}', f'logger:save_checkpoint_freq={iters}',
+            f'logger:print_freq={max(1, iters // 4)}', f'train:scheduler:periods=[{iters}]']
+
+
+def train_stage(out, name, iters=None):
     """Run ``gtplus train --auto_resume`` on a filled template in OUT (skipped when finished)."""
     weights = latest_weights(out, name)
     if osp.isfile(weights):
         return weights
     opt_file = fill_template(out, name)
     logger().info(f'quickstart: training {name} ({opt_file})')
-    cmd = [sys.executable, '-m', 'gtplus_models.train', '-opt', opt_file, '--auto_resume']
+    cmd = [sys.executable, '-m', 'gtplus_models.train', '-opt', opt_file, '--auto_resume'] + iteration_overrides(iters)
+    if iters and name == 'restorer':
+        cmd.append(f'val:val_freq={iters}')
     proc = subprocess.run(cmd, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f'quickstart stage {name} failed:\n{proc.stderr[-3000:]}')
@@ -128,9 +138,19 @@ def network_opt(out, name, key='network_g'):
         return yaml.safe_load(f)[key]
 
 
-def run_quickstart(out, cond=REPORT_COND):
-    """All stages; returns the report dict (also written to OUT/report.json)."""
+def run_quickstart(out, cond=REPORT_COND, size=PHOTO_SIZE, iters=None):
+    """All stages; returns the report dict (also written to OUT/report.json).
+
+    Args:
+        out (str): output folder.
+        cond (float): c of the report and the enhanced GT.
+        size (int): side of the square photos (>= 128: the CFMG and ORNet train on 128² crops).
+        iters (int | None): override every stage's iterations (a quick preview; None: the templates' values).
+    """
+    if size < 128:
+        raise ValueError(f'--size must be at least 128 (training crops are 128²), got {size}')
     start = time.time()
+    out = osp.abspath(out)
     os.makedirs(out, exist_ok=True)
     timings = {}
 
@@ -141,16 +161,19 @@ def run_quickstart(out, cond=REPORT_COND):
         logger().info(f'quickstart: {stage} done in {timings[stage]} s')
         return result
 
-    timed('data', prepare_data, out)
-    timed('train_restorer', train_stage, out, 'restorer')
-    timed('train_enhancer', train_stage, out, 'enhancer')
+    timed('data', prepare_data, out, size)
+    timed('train_restorer', train_stage, out, 'restorer', iters)
+    timed('train_enhancer', train_stage, out, 'enhancer', iters)
     timed('super_resolve_gt', make_variants, out)
-    timed('train_cfmg', train_stage, out, 'cfmg')
+    timed('train_cfmg', train_stage, out, 'cfmg', iters)
     timed('enhance_gt', make_enhanced_gt, out, cond)
-    timed('train_ornet', train_stage, out, 'ornet')
+    timed('train_ornet', train_stage, out, 'ornet', iters)
     outputs = timed('refine', refine_test_photos, out, cond)
     report = timed('report', evaluate, out, outputs, cond)
     report['timings_s'] = dict(timings, total=round(time.time() - start, 1))
+    report['settings'] = {'photo_size': size, 'iterations': iters or 'as in options/quickstart/*.yml',
+                          'gt_degradation': GT_DEGRADATION, 'lq_degradation': LQ_DEGRADATION,
+                          'test_photos': list(TEST_PHOTOS)}
     write_report(out, report)
     timed('figures', make_figures, out, outputs, cond)
     return report
@@ -162,7 +185,10 @@ def make_variants(out):
     from gtplus_models.super_resolve import arch_enhancer, write_variants
     enhancer = build_frozen_network(network_opt(out, 'enhancer'), latest_weights(out, 'enhancer'),
                                     'enhancer weights', torch.device('cpu'))
+    from gtplus_data.lmdb_writer import is_complete
     for split in ('train', 'test'):
+        if all(is_complete(path) for path in variant_roots(out, split)):
+            continue
         write_variants(osp.join(out, 'data', f'{split}_gt.lmdb'), osp.join(out, 'data', f'{split}_sr'),
                        ENHANCER_SCALES, arch_enhancer(enhancer), colour_align='wavelet')
 
@@ -179,9 +205,12 @@ def variant_roots(out, split):
 
 def make_enhanced_gt(out, cond):
     """Stage 6: Î(c) of the held-out GT, written as an LMDB (``gtplus enhance-gt`` logic)."""
+    from gtplus_data.lmdb_writer import is_complete
     from gtplus_models.enhance_gt import write_enhanced_gt
-    write_enhanced_gt(frozen_cfmg(out), osp.join(out, 'data', 'test_gt.lmdb'), variant_roots(out, 'test'),
-                      osp.join(out, 'data', f'test_enhanced_gt_c{cond:.2f}.lmdb'), cond)
+    target = osp.join(out, 'data', f'test_enhanced_gt_c{cond:.2f}.lmdb')
+    if not is_complete(target):
+        write_enhanced_gt(frozen_cfmg(out), osp.join(out, 'data', 'test_gt.lmdb'), variant_roots(out, 'test'), target,
+                          cond)
 
 
 def refine_test_photos(out, cond):
