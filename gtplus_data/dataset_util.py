@@ -46,13 +46,17 @@ class KeyedRootsDataset(data.Dataset):
     twice, would fail); the format is the same, so basicsr's FileClient reads these LMDBs too.
 
     Args:
-        opt (dict): the dataset options (``io_backend``, ``gt_size``, ``use_hflip``, ``use_rot``, ``phase``).
+        opt (dict): the dataset options (``io_backend``, ``gt_size``, ``use_hflip``, ``use_rot``, ``phase``,
+            ``cache_decoded``). ``cache_decoded: true`` keeps every decoded image in each worker's memory after its
+            first read: PNG decoding is then paid once per worker, not once per sample, which matters when the
+            loader shares a few CPU cores with training (small datasets: the quickstart, patches of a few photos).
         roots (dict[str, str]): name -> root path; the first one defines the keys.
     """
 
     def __init__(self, opt, roots):
         super().__init__()
         self.opt = opt
+        self.cache = {} if opt.get('cache_decoded') else None
         self.roots = dict(roots)
         check_backend(self.roots, opt.get('io_backend'))
         self.sources = {name: ImageSource(root) for name, root in self.roots.items()}
@@ -73,8 +77,12 @@ class KeyedRootsDataset(data.Dataset):
         return key if source.kind == 'lmdb' else source.describe(key)
 
     def read(self, name, key):
-        """Image ``key`` of root ``name`` as (H, W, 3) float32 RGB in [0, 1]."""
-        return self.sources[name].read(key)
+        """Image ``key`` of root ``name`` as (H, W, 3) float32 RGB in [0, 1] (do not modify it in place)."""
+        if self.cache is None:
+            return self.sources[name].read(key)
+        if (name, key) not in self.cache:
+            self.cache[(name, key)] = self.sources[name].read(key)
+        return self.cache[(name, key)]
 
     def crop_and_augment(self, gts, lq=None, scale=1, path=''):
         """Crop (train phase, ``gt_size``) and flip/rotate GT-sized images and an optional LQ identically.
@@ -100,7 +108,10 @@ class KeyedRootsDataset(data.Dataset):
             gts = gts if isinstance(gts, list) else [gts]  # basicsr unwraps one-element lists
         elif gt_size:
             gts = random_crop_many(gts, gt_size, path)
-        out = augment(gts + ([lq] if lq is not None else []), self.opt.get('use_hflip', False),
-                      self.opt.get('use_rot', False))
+        images = gts + ([lq] if lq is not None else [])
+        if self.cache is not None:
+            # basicsr's augment flips in place, and crops are views: never let it write into cached images
+            images = [img.copy() for img in images]
+        out = augment(images, self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
         out = out if isinstance(out, list) else [out]
         return (out[:-1], out[-1]) if lq is not None else (out, None)

@@ -136,3 +136,22 @@ def test_single_hr_dataset_opens_lazily_and_pickles(roots, tmp_path):
     assert clone[5]['gt_path'] == '005'
     with pytest.raises(ValueError, match='smaller than gt_size 64'):
         build_dataset(train_opt(type='GTPlusSingleHRDataset', dataroot_gt=fresh, gt_size=64))[0]
+
+
+def test_cache_decoded_gives_the_same_samples_and_keeps_the_cache_intact(roots):
+    import random
+
+    from basicsr.data import build_dataset
+    opts = dict(type='GTPlusPairedVariantsDataset', dataroot_gt=roots['gt_lmdb'], dataroot_lq=roots['lq_lmdb'],
+                dataroot_variants=[roots['var_lmdb']])
+    plain = build_dataset(train_opt(**opts))
+    cached = build_dataset(train_opt(**opts, cache_decoded=True))
+    for repeat in range(3):  # flips and rotations run on the same cached images again and again
+        for index in range(len(plain)):
+            random.seed(repeat * 100 + index)
+            expected = plain[index]
+            random.seed(repeat * 100 + index)
+            got = cached[index]
+            for key in ('gt', 'lq', 'variants'):
+                assert torch.equal(expected[key], got[key]), (repeat, index, key)
+    assert len(cached.cache) == 3 * len(cached)  # gt, lq and one variant per key, decoded once
