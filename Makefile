@@ -30,7 +30,8 @@ quickstart: setup
 test: setup
 	$(VENV)/bin/pytest -q tests
 
-bench: setup
+# bench_ornet_quality.py reuses the quickstart's data, restorer and CFMG.
+bench: quickstart
 	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 clean:

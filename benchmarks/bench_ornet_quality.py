@@ -44,7 +44,7 @@ def refine_with(out, preset, weights, cond):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('out', help='a finished gtplus quickstart folder')
+    parser.add_argument('out', nargs='?', default='out/quickstart', help='a finished gtplus quickstart folder')
     parser.add_argument('--iters', type=int, default=200)
     parser.add_argument('--presets', default='official,small,light,tiny')
     parser.add_argument('--cond', type=float, default=0.3)
@@ -53,6 +53,8 @@ def main():
     from gtplus_data.image_source import ImageSource
     from gtplus_models.evaluation import METRICS, evaluate_images, mean_or_none
     out = osp.abspath(args.out)
+    if not osp.isfile(osp.join(out, 'report.json')):
+        parser.error(f'{out} is not a finished quickstart; run gtplus quickstart {args.out} first')
     data = osp.join(out, 'data')
     references = {'gt': ImageSource(osp.join(data, 'test_gt.lmdb')),
                   'pristine': ImageSource(osp.join(data, 'test_pristine.lmdb'))}

@@ -227,3 +227,12 @@ def test_super_resolve_gt_and_enhance_gt_tools(tmp_path, variant_data):
     with torch.no_grad():
         expected = net(gt_t, sources, torch.tensor([0.3]))[0].clamp(0, 1)[0].numpy().transpose(1, 2, 0)
     assert np.abs(enhanced.read('img1') - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_super_resolve_gt_enhancer_errors(tmp_path, variant_data):
+    proc = run_cli(['super-resolve-gt', variant_data['gt'], str(tmp_path / 'v'), '--diffusers-pipeline',
+                    str(tmp_path / 'no_pipeline')], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and 'no_pipeline is not a folder' in proc.stderr and 'Traceback' not in proc.stderr
+    proc = run_cli(['super-resolve-gt', variant_data['gt'], str(tmp_path / 'v')], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and 'exactly one enhancer' in proc.stderr
+    assert not (tmp_path / 'v').exists()  # nothing written for a command that cannot run
