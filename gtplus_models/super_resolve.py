@@ -12,6 +12,7 @@ Enhancers:
   ``pipe(image=PIL, **kwargs).images[0]``: the route for OSEDiff-class one-step diffusion SR exported to diffusers.
 """
 import os.path as osp
+import zlib
 
 import numpy as np
 import torch
@@ -32,13 +33,29 @@ def arch_enhancer(network, tile=0, tile_pad=32):
 
 
 def diffusers_enhancer(pipeline_dir, device, call_kwargs=None):
-    """Enhancer from a diffusers pipeline saved in a local folder (never downloads)."""
+    """Enhancer from a diffusers pipeline saved in a local folder (never downloads).
+
+    Args:
+        pipeline_dir (str): a folder written by ``pipe.save_pretrained``.
+        device (torch.device): where the pipeline runs.
+        call_kwargs (dict | None): extra keyword arguments of every ``pipe(image=..., **call_kwargs)`` call, e.g.
+            ``{'num_inference_steps': 1, 'prompt': ''}``.
+
+    Returns:
+        callable: Tensor[1,3,H,W] in [0,1] -> Tensor[1,3,H',W'] in [0,1] (the pipeline's output size).
+    """
     if not osp.isdir(pipeline_dir):
         raise FileNotFoundError(f'--diffusers-pipeline: {pipeline_dir} is not a folder. Save the pipeline there with '
                                 'pipe.save_pretrained(DIR) on a machine with the weights.')
     from diffusers import DiffusionPipeline
     from PIL import Image
-    pipe = DiffusionPipeline.from_pretrained(pipeline_dir, local_files_only=True).to(device)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(pipeline_dir, local_files_only=True).to(device)
+    except (OSError, ValueError) as err:  # diffusers reports a missing model_index.json / weight file as OSError
+        raise FileNotFoundError(f'--diffusers-pipeline: {pipeline_dir} does not hold a complete diffusers pipeline '
+                                f'(model_index.json and each component\'s weights, as written by '
+                                f'pipe.save_pretrained(DIR)): {err}') from err
+    pipe.set_progress_bar_config(disable=True)
     call_kwargs = dict(call_kwargs or {})
 
     @torch.no_grad()
@@ -77,7 +94,7 @@ def variant_path(out_dir, scale):
 
 
 def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwrite=False, device='cpu', rank=None,
-                   world_size=None):
+                   world_size=None, seed=0):
     """Write ``OUT_DIR/sr_x<s>.lmdb`` for each scale (resumable and shardable, through the one LMDB writer).
 
     With world_size > 1 (flags or torchrun's RANK/WORLD_SIZE) each rank writes its shard of every scale; run
@@ -88,6 +105,7 @@ def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwr
         out_dir (str): where the variant LMDBs go.
         scales (list[int]): e.g. [2, 3, 4].
         enhancer (callable): see :func:`super_resolve_variant`.
+        seed (int): base of the per-image seeds of stochastic enhancers.
 
     Returns:
         list[str]: the LMDB paths this rank completed, in scale order.
@@ -101,6 +119,9 @@ def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwr
 
         def load(key, scale=scale):
             gt = image_to_tensor(source.read(key), device)
+            # A stochastic enhancer (a diffusion pipeline) draws from torch's global generator: seeding it per key
+            # and scale makes the output independent of sharding, resuming and processing order.
+            torch.manual_seed(seed + zlib.crc32(f'{key}/x{scale}'.encode()))
             return super_resolve_variant(gt, scale, enhancer, colour_align)[0].cpu().numpy().transpose(1, 2, 0)
 
         paths.append(write_sharded(variant_path(out_dir, scale), source.keys, load, rank, world_size, overwrite,

@@ -9,6 +9,8 @@ def add_arguments(parser):
     parser.add_argument('--enhancer-opt', help='YAML with a BasicSR network mapping (or a network_g entry)')
     parser.add_argument('--enhancer-weights', help='local checkpoint of that network')
     parser.add_argument('--diffusers-pipeline', help='local folder of a diffusers pipeline taking image=')
+    parser.add_argument('--pipeline-kwargs', default='{}',
+                        help="YAML mapping of extra pipeline call arguments, e.g. '{num_inference_steps: 1}'")
     parser.add_argument('--colour-align', choices=['none', 'adain', 'wavelet'], default='none')
     parser.add_argument('--tile', type=int, default=0, help='tile size for the arch enhancer (0: whole image)')
     parser.add_argument('--overwrite', action='store_true', help='replace complete outputs')
@@ -16,6 +18,8 @@ def add_arguments(parser):
     parser.add_argument('--world-size', type=int, help='number of shards (default: $WORLD_SIZE or 1)')
     parser.add_argument('--merge', action='store_true', help='merge the shards written by all ranks, then stop')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='base seed; each image and scale gets its own, so reruns and shards agree (default 0)')
 
 
 def build_enhancer(args, device):
@@ -25,10 +29,24 @@ def build_enhancer(args, device):
     if bool(args.enhancer_opt) == bool(args.diffusers_pipeline):
         raise ValueError('give exactly one enhancer: --enhancer-opt + --enhancer-weights, or --diffusers-pipeline')
     if args.diffusers_pipeline:
-        return diffusers_enhancer(args.diffusers_pipeline, device)
+        return diffusers_enhancer(args.diffusers_pipeline, device, parse_pipeline_kwargs(args.pipeline_kwargs))
     network = build_frozen_network(read_network_opt(args.enhancer_opt, '--enhancer-opt'), args.enhancer_weights,
                                    '--enhancer-weights', device)
     return arch_enhancer(network, tile=args.tile)
+
+
+def parse_pipeline_kwargs(text):
+    """``--pipeline-kwargs`` as a dict, read with the safe YAML loader (values are never evaluated)."""
+    import yaml
+    try:
+        kwargs = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f'--pipeline-kwargs is not valid YAML: {err}') from err
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ValueError(f'--pipeline-kwargs must be a YAML mapping of argument names, got {text!r}')
+    return kwargs
 
 
 def run(args):
@@ -47,7 +65,7 @@ def run(args):
         device = torch.device(args.device)
         enhancer = build_enhancer(args, device)
         write_variants(args.gt, args.out_dir, scales, enhancer, args.colour_align, args.overwrite, device, args.rank,
-                       args.world_size)
+                       args.world_size, args.seed)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         sys.stderr.write(f'gtplus super-resolve-gt: error: {err}\n')
         return 2
