@@ -1,4 +1,6 @@
-"""``gtplus enhance-gt``: the enhanced GT Î(c) of a dataset, from a trained CFMG, as an LMDB."""
+"""``gtplus enhance-gt``: the enhanced GT Î(c) of a dataset, from a trained CFMG, as an LMDB, with a preview figure."""
+import os.path as osp
+
 import torch
 
 from gtplus_models.enhanced_supervision import enhance
@@ -40,3 +42,53 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
 
     write_keys(out_path, gt_source.keys, load, overwrite=overwrite, desc=f'enhance c={cond:g}')
     return out_path
+
+
+def source_names(variant_paths):
+    """Figure labels of the CFMG's sources: 'GT', then each variant's file name without '.lmdb'."""
+    return ['GT'] + [osp.basename(osp.normpath(p)).replace('.lmdb', '') for p in variant_paths]
+
+
+@torch.no_grad()
+def mask_panels(cfmg, gt, cond, names):
+    """The CFMG's frequency mask of each source for one image, as figure panels.
+
+    Args:
+        cfmg (nn.Module): a frozen CFMG.
+        gt (Tensor): [1,3,H,W] in [0,1].
+        cond (float): c in [0,1].
+        names (list[str]): one label per source.
+
+    Returns:
+        list[tuple[str, ndarray]]: ('mask NAME', HxWx3 uint8 viridis map, centred spectrum: DC in the middle).
+    """
+    from gtplus_models.figures import mask_to_colour
+    masks = cfmg.predict_masks(gt, torch.full((1, ), float(cond), device=gt.device))[0].cpu().numpy()
+    return [(f'mask {name}', mask_to_colour(mask)) for name, mask in zip(names, masks)]
+
+
+@torch.no_grad()
+def write_enhanced_preview(cfmg, gt_path, variant_paths, out_path, cond, num_keys=4, device='cpu'):
+    """``OUT.lmdb/preview.png``: for the first ``num_keys`` images, the sources and Î(c) (whole and centre-zoomed)
+    and the mask of each source.
+
+    Returns:
+        str: the figure's path.
+    """
+    from gtplus_data.image_source import ImageSource
+    from gtplus_data.lmdb_writer import to_uint8
+    from gtplus_models.figures import labelled_strip, preview_rows, stack_rows
+    from gtplus_models.refine import tensor_to_uint8, write_png
+    gt_source, enhanced = ImageSource(gt_path), ImageSource(out_path)
+    variant_sources = [ImageSource(p) for p in variant_paths]
+    names = source_names(variant_paths)
+    rows = []
+    for key in gt_source.keys[:num_keys]:
+        gt, sources = read_sources(gt_source, variant_sources, key, device)
+        panels = [(name, tensor_to_uint8(sources[:, i])) for i, name in enumerate(names)]
+        panels.append((f'enhanced c={cond:g}', to_uint8(enhanced.read(key))))
+        rows += preview_rows(key, panels)
+        rows.append(labelled_strip(mask_panels(cfmg, gt, cond, names), height=192))
+    path = osp.join(out_path, 'preview.png')
+    write_png(path, stack_rows(rows))
+    return path

@@ -5,6 +5,8 @@ import os.path as osp
 import numpy as np
 import torch
 
+from gtplus_data.lmdb_writer import to_uint8
+
 METRICS = {
     'psnr_vs_gt': {'direction': 'higher is better', 'unit': 'dB', 'reference': 'the (imperfect) GT'},
     'ssim_vs_gt': {'direction': 'higher is better', 'unit': '', 'reference': 'the (imperfect) GT'},
@@ -15,10 +17,6 @@ METRICS = {
 }
 SOURCE_LABELS = {'gt': 'GT', 'enhanced_gt': 'enhanced GT', 'restorer': 'restorer output',
                  'restorer_ornet': 'restorer + ORNet'}
-
-
-def to_uint8(img):
-    return (np.clip(img, 0, 1) * 255.).round().astype(np.uint8)
 
 
 def evaluate_images(sources, references):
@@ -119,9 +117,9 @@ def report_markdown(report):
 def quickstart_figures(out, refine_dir, cfmg, variant_paths, cond, sweep_conds):
     """Write OUT/figures/: comparison.png, masks.png, c_sweep.png and enhanced_gt_sweep.png (see the README)."""
     from gtplus_data.image_source import ImageSource
-    from gtplus_models.enhance_gt import read_sources
+    from gtplus_models.enhance_gt import mask_panels, read_sources, source_names
     from gtplus_models.enhanced_supervision import enhance
-    from gtplus_models.figures import labelled_strip, mask_to_colour, stack_rows
+    from gtplus_models.figures import labelled_strip, stack_rows
     from gtplus_models.refine import cond_folder, write_png
     data = osp.join(out, 'data')
     figures = osp.join(out, 'figures')
@@ -143,10 +141,8 @@ def quickstart_figures(out, refine_dir, cfmg, variant_paths, cond, sweep_conds):
     mask_rows = []
     for key in keys:
         gt, _ = read_sources(gt_source, variant_sources, key, 'cpu')
-        with torch.no_grad():
-            masks = cfmg.predict_masks(gt, torch.full((1, ), float(cond)))[0].numpy()
-        names = ['GT'] + [osp.basename(p).replace('.lmdb', '') for p in variant_paths]
-        mask_rows.append(labelled_strip([(f'mask {n} [{key}]', mask_to_colour(m)) for n, m in zip(names, masks)]))
+        masks = mask_panels(cfmg, gt, cond, source_names(variant_paths))
+        mask_rows.append(labelled_strip([(f'{label} [{key}]', img) for label, img in masks]))
     write_png(osp.join(figures, 'masks.png'), stack_rows(mask_rows))
 
     sweep = ImageSource(osp.join(refine_dir, 'sweep'))

@@ -51,3 +51,36 @@ def mask_to_colour(mask):
     """A [H,W] mask in [0,1] (centred spectrum layout) -> HxWx3 uint8 RGB with the viridis map."""
     grey = (np.clip(mask, 0, 1) * 255).round().astype(np.uint8)
     return cv2.applyColorMap(grey, cv2.COLORMAP_VIRIDIS)[..., ::-1].copy()
+
+
+def zoom_centre(img, fraction=0.25):
+    """The centre of an image, enlarged so fine detail is visible at the size of the whole.
+
+    Args:
+        img (ndarray): HxWx3 uint8 RGB.
+        fraction (float): side of the crop relative to each image side, in (0, 1].
+
+    Returns:
+        ndarray: HxWx3 uint8 RGB (nearest-neighbour enlargement, so pixels stay pixels).
+    """
+    height, width = img.shape[:2]
+    crop_h, crop_w = max(1, round(height * fraction)), max(1, round(width * fraction))
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    crop = img[top:top + crop_h, left:left + crop_w]
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def preview_rows(key, panels, height=192, zoom=0.25):
+    """Two strips for one image: the whole panels, then their centres enlarged (``zoom`` of each side).
+
+    Args:
+        key (str): the image's key, shown on the first panel.
+        panels (list[tuple[str, ndarray]]): (label, HxWx3 uint8 RGB) pairs of the same image size.
+        height (int): panel height in the figure.
+
+    Returns:
+        list[ndarray]: [whole strip, zoomed strip], uint8 RGB.
+    """
+    labelled = [(f'{label} [{key}]' if i == 0 else label, img) for i, (label, img) in enumerate(panels)]
+    zoomed = [(f'{label} centre x{1 / zoom:g}', zoom_centre(img, zoom)) for label, img in panels]
+    return [labelled_strip(labelled, height), labelled_strip(zoomed, height)]

@@ -133,3 +133,25 @@ def merge_variants(out_dir, scales, overwrite=False):
     """Merge the shards of every ``sr_x<s>.lmdb`` written by several ranks."""
     from gtplus_data.lmdb_writer import merge_shards
     return [merge_shards(variant_path(out_dir, scale), overwrite=overwrite) for scale in scales]
+
+
+def preview_path(out_dir):
+    return osp.join(out_dir, 'preview.png')
+
+
+def write_variants_preview(gt_path, out_dir, scales, num_keys=4):
+    """``OUT_DIR/preview.png``: for the first ``num_keys`` images, GT | x2 | x3 | ... whole and centre-zoomed.
+
+    Returns:
+        str: the figure's path.
+    """
+    from gtplus_data.image_source import ImageSource
+    from gtplus_data.lmdb_writer import to_uint8
+    from gtplus_models.figures import preview_rows, stack_rows
+    from gtplus_models.refine import write_png
+    sources = [('GT', ImageSource(gt_path))] + [(f'x{s}', ImageSource(variant_path(out_dir, s))) for s in scales]
+    rows = []
+    for key in sources[0][1].keys[:num_keys]:
+        rows += preview_rows(key, [(label, to_uint8(source.read(key))) for label, source in sources])
+    write_png(preview_path(out_dir), stack_rows(rows))
+    return preview_path(out_dir)

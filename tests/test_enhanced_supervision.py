@@ -205,6 +205,9 @@ def test_super_resolve_gt_and_enhance_gt_tools(tmp_path, variant_data):
         variant = ImageSource(str(out / f'sr_x{scale}.lmdb'))
         assert variant.keys == gt.keys
         assert variant.read('img0').shape == gt.read('img0').shape
+    # preview.png: per image a strip of whole panels and one of centre zooms (GT, x2, x3, x4), 192 px + label.
+    preview = cv2.imread(str(out / 'preview.png'))
+    assert preview.shape == (6 * (192 + 22) + 5 * 6, 4 * 192 + 3 * 4, 3)
     proc = run_cli(['super-resolve-gt', variant_data['gt'], str(out), '--enhancer-opt', enhancer_opt,
                     '--enhancer-weights', enhancer_w], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and '--overwrite' in proc.stderr  # complete outputs are never silently replaced
@@ -217,6 +220,9 @@ def test_super_resolve_gt_and_enhance_gt_tools(tmp_path, variant_data):
              cfmg_yml, '--cfmg-weights', cfmg_w, '--cond', '0.3'], cwd=tmp_path)
     enhanced = ImageSource(str(tmp_path / 'enh.lmdb'))
     assert enhanced.keys == gt.keys
+    # preview.png: per image the 4 sources + Î(c) whole and zoomed, then the 4 masks.
+    preview = cv2.imread(str(tmp_path / 'enh.lmdb' / 'preview.png'))
+    assert preview.shape == (9 * (192 + 22) + 8 * 6, 5 * 192 + 4 * 4, 3)
     # Same result as the CFMG called directly (c = 0.3), up to 8-bit rounding.
     net = CFMG(**{k: v for k, v in cfmg_opt.items() if k != 'type'})
     net.load_state_dict(torch.load(cfmg_w, weights_only=True)['params'])
@@ -262,10 +268,12 @@ def test_super_resolve_gt_with_a_local_diffusers_pipeline(tmp_path, variant_data
     for rank in (0, 1):
         run_cli(['super-resolve-gt', variant_data['gt'], str(tmp_path / 'sharded'), *common, '--rank', rank,
                  '--world-size', 2], cwd=tmp_path)
+    assert not (tmp_path / 'sharded' / 'preview.png').exists()  # shards alone: no figure until the merge
     run_cli(['super-resolve-gt', variant_data['gt'], str(tmp_path / 'sharded'), '--scales', '2', '--merge'],
             cwd=tmp_path)
     gt, single = ImageSource(variant_data['gt']), ImageSource(str(tmp_path / 'single' / 'sr_x2.lmdb'))
     sharded = ImageSource(str(tmp_path / 'sharded' / 'sr_x2.lmdb'))
+    assert (tmp_path / 'sharded' / 'preview.png').exists()
     assert single.keys == sharded.keys == gt.keys
     for key in gt.keys:
         assert single.read(key).shape == gt.read(key).shape

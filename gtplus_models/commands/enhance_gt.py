@@ -1,5 +1,6 @@
 """gtplus enhance-gt GT OUT.lmdb --variants ... --cfmg-opt --cfmg-weights --cond C."""
-HELP = 'Write the enhanced GT at a chosen c from a trained CFMG, the GT and its SR variants, as an LMDB.'
+HELP = ('Write the enhanced GT at a chosen c from a trained CFMG, the GT and its SR variants, as an LMDB, with '
+        'OUT/preview.png (sources, enhanced GT, masks).')
 
 
 def add_arguments(parser):
@@ -10,6 +11,8 @@ def add_arguments(parser):
     parser.add_argument('--cfmg-weights', required=True, help='CFMG checkpoint (basicsr .pth or official CFMG.pkl)')
     parser.add_argument('--cond', type=float, default=0.3, help='c in [0,1] (default 0.3)')
     parser.add_argument('--overwrite', action='store_true')
+    parser.add_argument('--preview', type=int, default=4,
+                        help='images in OUT/preview.png (sources, enhanced GT, masks; 0: none)')
     parser.add_argument('--device', default='cpu')
 
 
@@ -19,7 +22,7 @@ def run(args):
     import torch
 
     from gtplus_models.checkpoints import build_frozen_network
-    from gtplus_models.enhance_gt import write_enhanced_gt
+    from gtplus_models.enhance_gt import write_enhanced_gt, write_enhanced_preview
     from gtplus_models.refine import read_network_opt
     try:
         if not 0 <= args.cond <= 1:
@@ -28,6 +31,8 @@ def run(args):
         cfmg = build_frozen_network(read_network_opt(args.cfmg_opt, '--cfmg-opt'), args.cfmg_weights,
                                     '--cfmg-weights', device)
         write_enhanced_gt(cfmg, args.gt, args.variants, args.out, args.cond, args.overwrite, device)
+        if args.preview > 0:
+            write_enhanced_preview(cfmg, args.gt, args.variants, args.out, args.cond, args.preview, device)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         sys.stderr.write(f'gtplus enhance-gt: error: {err}\n')
         return 2

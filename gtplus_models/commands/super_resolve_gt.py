@@ -1,5 +1,6 @@
 """gtplus super-resolve-gt GT OUT_DIR: x2/x3/x4 GT-size SR variants through an enhancer."""
-HELP = 'Make GT-size SR variants (bicubic up, enhancer, resize back) of a GT LMDB/folder: OUT_DIR/sr_x<s>.lmdb.'
+HELP = ('Make GT-size SR variants (bicubic up, enhancer, resize back) of a GT LMDB/folder: OUT_DIR/sr_x<s>.lmdb '
+        'and OUT_DIR/preview.png.')
 
 
 def add_arguments(parser):
@@ -17,6 +18,8 @@ def add_arguments(parser):
     parser.add_argument('--rank', type=int, help='this process\'s shard (default: $RANK or 0)')
     parser.add_argument('--world-size', type=int, help='number of shards (default: $WORLD_SIZE or 1)')
     parser.add_argument('--merge', action='store_true', help='merge the shards written by all ranks, then stop')
+    parser.add_argument('--preview', type=int, default=4,
+                        help='images in OUT_DIR/preview.png (GT and variants, whole and centre-zoomed; 0: none)')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--seed', type=int, default=0,
                         help='base seed; each image and scale gets its own, so reruns and shards agree (default 0)')
@@ -54,18 +57,22 @@ def run(args):
 
     import torch
 
-    from gtplus_models.super_resolve import merge_variants, write_variants
+    from gtplus_data.lmdb_writer import is_complete
+    from gtplus_models.super_resolve import merge_variants, variant_path, write_variants, write_variants_preview
     try:
         scales = [int(s) for s in args.scales.split(',') if s.strip()]
         if not scales or min(scales) < 1:
             raise ValueError(f'--scales must be positive integers, got {args.scales!r}')
         if args.merge:
             merge_variants(args.out_dir, scales, args.overwrite)
-            return 0
-        device = torch.device(args.device)
-        enhancer = build_enhancer(args, device)
-        write_variants(args.gt, args.out_dir, scales, enhancer, args.colour_align, args.overwrite, device, args.rank,
-                       args.world_size, args.seed)
+        else:
+            device = torch.device(args.device)
+            enhancer = build_enhancer(args, device)
+            write_variants(args.gt, args.out_dir, scales, enhancer, args.colour_align, args.overwrite, device,
+                           args.rank, args.world_size, args.seed)
+        if all(is_complete(variant_path(args.out_dir, s)) for s in scales) and args.preview > 0:
+            # Sharded ranks get here only after --merge: the figure needs every image.
+            write_variants_preview(args.gt, args.out_dir, scales, args.preview)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         sys.stderr.write(f'gtplus super-resolve-gt: error: {err}\n')
         return 2
