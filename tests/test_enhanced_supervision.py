@@ -122,6 +122,23 @@ def test_ornet_training_on_gt_and_after_a_frozen_restorer(trained_cfmg, variant_
     log = read_log(cwd, 'tiny_ornet_restorer')
     assert 'Frozen network_restorer [GTPlusNAFNet] loaded.' in log and 'l_pix' in log
 
+    # gtplus test with restorer + ORNet, shaped like options/test/EnhancedSupervision: no CFMG, no variants.
+    test_opt = {'name': 'tiny_restorer_ornet_test', 'model_type': 'ORNetModel', 'num_gpu': 0, 'ornet_input': 'restorer',
+                'datasets': {'test_1': {'name': 'photos', 'type': 'GTPlusPairedVariantsDataset',
+                                        'dataroot_gt': variant_data['gt'], 'dataroot_lq': variant_data['lq'],
+                                        'io_backend': {'type': 'lmdb'}}},
+                'network_g': dict(TINY_ORNET), 'network_restorer': dict(TINY_NAFNET),
+                'path': {'pretrain_network_g': latest(cwd, 'tiny_ornet_restorer'), 'strict_load_g': True,
+                         'pretrain_network_restorer': str(tmp_path / 'restorer.pth')},
+                'val': {'save_img': True, 'cond': 0.3,
+                        'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}}}
+    run_cli(['test', '-opt', write_yaml(tmp_path / 'ornet_test.yml', test_opt)], cwd=tmp_path)
+    saved = sorted(glob.glob(str(tmp_path / 'results' / 'tiny_restorer_ornet_test' / 'visualization' / 'photos' /
+                                 '*.png')))
+    assert [os.path.basename(p) for p in saved] == [f'img{i}_tiny_restorer_ornet_test.png' for i in range(3)]
+    test_log = open(glob.glob(str(tmp_path / 'results' / 'tiny_restorer_ornet_test' / 'test_*.log'))[0]).read()
+    assert '# psnr:' in test_log
+
 
 def test_ornet_missing_cfmg_weights_is_a_clear_error(variant_data, tmp_path):
     opt = stage_options('no_cfmg', 'ORNetModel', TINY_ORNET, variant_data,
