@@ -5,27 +5,27 @@ same number of iterations through `gtplus train` (options/quickstart/ornet.yml w
 the held-out LQ after the restorer at c = 0.3 and reports each metric's change over the restorer output, and the
 share of the official configuration's change that each preset keeps.
 
-    python benchmarks/bench_ornet_quality.py out/quickstart [--iters 200] [--presets official,small,light,tiny]
+    python benchmarks/bench_ornet_quality.py out/quickstart [--iters N] [--presets official,small,light,tiny]
+
+Every preset trains as long as the quickstart's ORNet (options/quickstart/ornet.yml) unless --iters is given.
 """
 import argparse
 import os
 import os.path as osp
 import subprocess
-import sys
 import time
 
 import torch
 
 
 def train_preset(out, preset, iters):
-    from gtplus_models.quickstart import fill_template, iteration_overrides
+    from gtplus_models.quickstart import fill_template, iteration_overrides, train_command
     name = f'bench_ornet_{preset}'
     weights = osp.join(out, 'experiments', name, 'models', 'net_g_latest.pth')
     if not osp.isfile(weights):
-        opt_file = fill_template(out, 'ornet')
-        cmd = [sys.executable, '-m', 'gtplus_models.train', '-opt', opt_file, '--auto_resume'] + \
-            iteration_overrides(iters) + [f'name={name}', f'network_g:preset={preset}']
-        subprocess.run(cmd, cwd=out, check=True, stdout=subprocess.DEVNULL)
+        overrides = iteration_overrides(iters) + [f'name={name}', f'network_g:preset={preset}']
+        subprocess.run(train_command(fill_template(out, 'ornet'), overrides), cwd=out, check=True,
+                       stdout=subprocess.DEVNULL)
     return weights
 
 
@@ -45,7 +45,7 @@ def refine_with(out, preset, weights, cond):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('out', nargs='?', default='out/quickstart', help='a finished gtplus quickstart folder')
-    parser.add_argument('--iters', type=int, default=200)
+    parser.add_argument('--iters', type=int, default=None, help='training iterations (default: the quickstart\'s)')
     parser.add_argument('--presets', default='official,small,light,tiny')
     parser.add_argument('--cond', type=float, default=0.3)
     args = parser.parse_args()
@@ -68,7 +68,8 @@ def main():
                                 'ornet': ImageSource(refined)}, references)
         means = {name: {m: mean_or_none([r[m] for r in per.values()]) for m in METRICS} for name, per in rows.items()}
         changes[preset] = {m: means['ornet'][m] - means['restorer'][m] for m in METRICS}
-    print(f'ORNet presets after the quickstart restorer, {args.iters} training iterations each, c = {args.cond}, '
+    iters = args.iters or 'the quickstart\'s'
+    print(f'ORNet presets after the quickstart restorer, {iters} training iterations each, c = {args.cond}, '
           'held-out photos; change over the restorer output (sign: see direction) and share of the official change')
     print('| preset | train s | ' + ' | '.join(f'Δ{m} ({METRICS[m]["direction"].split()[0]})' for m in METRICS) +
           ' |')

@@ -31,8 +31,9 @@ def add_pipeline_arguments(parser):
                         help='Resume from the latest training state of this experiment, if any.')
     parser.add_argument('--debug', action='store_true', help='Prefix the name with debug_ (frequent logs/saves).')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='Override options, e.g. train:total_iter=100 datasets:train:batch_size_per_gpu=2.')
+    parser.add_argument('--force_yml', nargs='+', action='extend', default=None, metavar='KEY=VALUE',
+                        help='Override options, e.g. train:total_iter=100 datasets:train:batch_size_per_gpu=2 '
+                        '(the flag may be repeated).')
     return parser
 
 

@@ -109,11 +109,17 @@ def latest_weights(out, name):
 
 
 def iteration_overrides(iters):
-    """--force_yml entries that shorten every training stage to ``iters`` iterations (for a quick preview)."""
+    """``--force_yml`` KEY=VALUE entries that shorten a training stage to ``iters`` iterations (a quick preview)."""
     if not iters:
         return []
-    return ['--force_yml', f'train:total_iter={iters}', f'logger:save_checkpoint_freq={iters}',
+    return [f'train:total_iter={iters}', f'logger:save_checkpoint_freq={iters}',
             f'logger:print_freq={max(1, iters // 4)}', f'train:scheduler:periods=[{iters}]']
+
+
+def train_command(opt_file, overrides=()):
+    """``python -m gtplus_models.train -opt FILE --auto_resume [--force_yml ...]`` as an argument list."""
+    cmd = [sys.executable, '-m', 'gtplus_models.train', '-opt', opt_file, '--auto_resume']
+    return cmd + ['--force_yml', *overrides] if overrides else cmd
 
 
 def train_stage(out, name, iters=None):
@@ -123,9 +129,10 @@ def train_stage(out, name, iters=None):
         return weights
     opt_file = fill_template(out, name)
     logger().info(f'quickstart: training {name} ({opt_file})')
-    cmd = [sys.executable, '-m', 'gtplus_models.train', '-opt', opt_file, '--auto_resume'] + iteration_overrides(iters)
+    overrides = iteration_overrides(iters)
     if iters and name == 'restorer':
-        cmd.append(f'val:val_freq={iters}')
+        overrides.append(f'val:val_freq={iters}')
+    cmd = train_command(opt_file, overrides)
     proc = subprocess.run(cmd, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f'quickstart stage {name} failed:\n{proc.stderr[-3000:]}')

@@ -95,6 +95,8 @@ def test_force_yml_is_typed_and_never_evaluated(tmp_path, base_opt):
     assert opt['train']['total_iter'] == 7
     assert opt['train']['optim_g']['betas'] == [0.5, 0.9]
     assert opt['name'] == "__import__('os').getcwd()"  # a plain string, not code
+    opt, _ = parse(tmp_path, base_opt, '--force_yml', 'train:total_iter=7', '--force_yml', 'name=repeated')
+    assert opt['train']['total_iter'] == 7 and opt['name'] == 'repeated'  # a repeated flag adds, never replaces
     with pytest.raises(OptionsError, match="'nothing' is not a mapping"):
         apply_overrides({'a': 1}, ['nothing:b=1'])
     with pytest.raises(OptionsError, match='must look like'):
