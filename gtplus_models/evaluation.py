@@ -115,11 +115,12 @@ def report_markdown(report):
 
 
 def quickstart_figures(out, refine_dir, cfmg, variant_paths, cond, sweep_conds):
-    """Write OUT/figures/: comparison.png, masks.png, c_sweep.png and enhanced_gt_sweep.png (see the README)."""
+    """Write OUT/figures/: comparison.png, masks.png, sr_variants.png, c_sweep.png and enhanced_gt_sweep.png (see the
+    README)."""
     from gtplus_data.image_source import ImageSource
     from gtplus_models.enhance_gt import mask_panels, read_sources, source_names
     from gtplus_models.enhanced_supervision import enhance
-    from gtplus_models.figures import labelled_strip, stack_rows
+    from gtplus_models.figures import labelled_strip, stack_rows, write_sources_preview
     from gtplus_models.refine import cond_folder, write_png
     data = osp.join(out, 'data')
     figures = osp.join(out, 'figures')
@@ -144,6 +145,8 @@ def quickstart_figures(out, refine_dir, cfmg, variant_paths, cond, sweep_conds):
         masks = mask_panels(cfmg, gt, cond, source_names(variant_paths))
         mask_rows.append(labelled_strip([(f'{label} [{key}]', img) for label, img in masks]))
     write_png(osp.join(figures, 'masks.png'), stack_rows(mask_rows))
+    write_sources_preview([('GT', gt_source)] + list(zip(source_names(variant_paths)[1:], variant_sources)),
+                          osp.join(figures, 'sr_variants.png'), num_keys=len(keys))
 
     sweep = ImageSource(osp.join(refine_dir, 'sweep'))
     write_png(osp.join(figures, 'c_sweep.png'), stack_rows([to_uint8(sweep.read(k)) for k in keys]))

@@ -84,3 +84,24 @@ def preview_rows(key, panels, height=192, zoom=0.25):
     labelled = [(f'{label} [{key}]' if i == 0 else label, img) for i, (label, img) in enumerate(panels)]
     zoomed = [(f'{label} centre x{1 / zoom:g}', zoom_centre(img, zoom)) for label, img in panels]
     return [labelled_strip(labelled, height), labelled_strip(zoomed, height)]
+
+
+def write_sources_preview(sources, path, num_keys=4):
+    """A PNG comparing images that share keys: per key, the whole images and their centres enlarged.
+
+    Args:
+        sources (list[tuple[str, ImageSource]]): (label, source) pairs with the same keys and image sizes; the
+            first source's keys are used.
+        path (str): the PNG to write (atomically).
+        num_keys (int): how many images (the first keys in order).
+
+    Returns:
+        str: ``path``.
+    """
+    from gtplus_data.lmdb_writer import to_uint8
+    from gtplus_models.refine import write_png
+    rows = []
+    for key in sources[0][1].keys[:num_keys]:
+        rows += preview_rows(key, [(label, to_uint8(source.read(key))) for label, source in sources])
+    write_png(path, stack_rows(rows))
+    return path

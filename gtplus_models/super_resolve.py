@@ -139,19 +139,13 @@ def preview_path(out_dir):
     return osp.join(out_dir, 'preview.png')
 
 
-def write_variants_preview(gt_path, out_dir, scales, num_keys=4):
-    """``OUT_DIR/preview.png``: for the first ``num_keys`` images, GT | x2 | x3 | ... whole and centre-zoomed.
+def write_variants_preview(gt_path, out_dir, scales, num_keys=4, path=None):
+    """For the first ``num_keys`` images: GT | x2 | x3 | ... whole and centre-zoomed.
 
     Returns:
-        str: the figure's path.
+        str: the figure's path (default ``OUT_DIR/preview.png``).
     """
     from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import to_uint8
-    from gtplus_models.figures import preview_rows, stack_rows
-    from gtplus_models.refine import write_png
+    from gtplus_models.figures import write_sources_preview
     sources = [('GT', ImageSource(gt_path))] + [(f'x{s}', ImageSource(variant_path(out_dir, s))) for s in scales]
-    rows = []
-    for key in sources[0][1].keys[:num_keys]:
-        rows += preview_rows(key, [(label, to_uint8(source.read(key))) for label, source in sources])
-    write_png(preview_path(out_dir), stack_rows(rows))
-    return preview_path(out_dir)
+    return write_sources_preview(sources, path or preview_path(out_dir), num_keys)
