@@ -18,16 +18,23 @@ def read_sources(gt_source, variant_sources, key, device):
     return gt, torch.stack([gt] + variants, dim=1)
 
 
-def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=False, device='cpu'):
+def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=False, device='cpu', rank=None,
+                      world_size=None):
     """Write clamp(Î(c)) for every key of ``gt_path`` to ``out_path`` (resumable, one LMDB writer).
+
+    With world_size > 1 (arguments or torchrun's RANK/WORLD_SIZE) this rank writes its shard; merge the shards with
+    :func:`gtplus_data.lmdb_writer.merge_shards` once every rank is done.
 
     Args:
         cfmg (nn.Module): a frozen CFMG in eval mode.
         gt_path (str): GT LMDB or folder; variant_paths (list[str]): its SR variants (same keys, GT size).
         cond (float): c in [0,1].
+
+    Returns:
+        str: the LMDB this rank completed (``out_path`` or its shard).
     """
     from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import write_keys
+    from gtplus_data.lmdb_writer import write_sharded
     gt_source = ImageSource(gt_path)
     variant_sources = [ImageSource(p) for p in variant_paths]
     for source in variant_sources:
@@ -40,8 +47,7 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
         gt, sources = read_sources(gt_source, variant_sources, key, device)
         return enhance(cfmg, gt, sources, cond)[0].clamp(0, 1)[0].cpu().numpy().transpose(1, 2, 0)
 
-    write_keys(out_path, gt_source.keys, load, overwrite=overwrite, desc=f'enhance c={cond:g}')
-    return out_path
+    return write_sharded(out_path, gt_source.keys, load, rank, world_size, overwrite, desc=f'enhance c={cond:g}')
 
 
 def source_names(variant_paths):

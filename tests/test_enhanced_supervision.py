@@ -240,6 +240,18 @@ def test_super_resolve_gt_and_enhance_gt_tools(tmp_path, variant_data):
     # preview.png: per image the 4 sources + Î(c) whole and zoomed, then the 4 masks.
     preview = cv2.imread(str(tmp_path / 'enh.lmdb' / 'preview.png'))
     assert preview.shape == (9 * (192 + 22) + 8 * 6, 5 * 192 + 4 * 4, 3)
+    # Two ranks, then --merge: the same bytes as the single run, and the preview only once merged.
+    enhance_args = ['--variants', *variants, '--cfmg-opt', cfmg_yml, '--cfmg-weights', cfmg_w, '--cond', '0.3']
+    for rank in (0, 1):
+        run_cli(['enhance-gt', variant_data['gt'], str(tmp_path / 'enh_sharded.lmdb'), *enhance_args, '--rank', rank,
+                 '--world-size', 2], cwd=tmp_path)
+    assert not (tmp_path / 'enh_sharded.lmdb' / 'preview.png').exists()
+    run_cli(['enhance-gt', variant_data['gt'], str(tmp_path / 'enh_sharded.lmdb'), *enhance_args, '--merge'],
+            cwd=tmp_path)
+    sharded = ImageSource(str(tmp_path / 'enh_sharded.lmdb'))
+    assert sharded.keys == enhanced.keys
+    assert all(sharded.read_bytes(k) == enhanced.read_bytes(k) for k in gt.keys)
+    assert (tmp_path / 'enh_sharded.lmdb' / 'preview.png').exists()
     # Same result as the CFMG called directly (c = 0.3), up to 8-bit rounding.
     net = CFMG(**{k: v for k, v in cfmg_opt.items() if k != 'type'})
     net.load_state_dict(torch.load(cfmg_w, weights_only=True)['params'])

@@ -1,4 +1,6 @@
 """gtplus enhance-gt GT OUT.lmdb --variants ... --cfmg-opt --cfmg-weights --cond C."""
+from gtplus_models.commands._shared import add_shard_arguments
+
 HELP = ('Write the enhanced GT at a chosen c from a trained CFMG, the GT and its SR variants, as an LMDB, with '
         'OUT/preview.png (sources, enhanced GT, masks).')
 
@@ -14,6 +16,7 @@ def add_arguments(parser):
     parser.add_argument('--preview', type=int, default=4,
                         help='images in OUT/preview.png (sources, enhanced GT, masks; 0: none)')
     parser.add_argument('--device', default='cpu')
+    add_shard_arguments(parser, 'merge the shards written by all ranks (and write the preview), then stop')
 
 
 def run(args):
@@ -21,6 +24,7 @@ def run(args):
 
     import torch
 
+    from gtplus_data.lmdb_writer import is_complete, merge_shards
     from gtplus_models.checkpoints import build_frozen_network
     from gtplus_models.enhance_gt import write_enhanced_gt, write_enhanced_preview
     from gtplus_models.refine import read_network_opt
@@ -30,8 +34,12 @@ def run(args):
         device = torch.device(args.device)
         cfmg = build_frozen_network(read_network_opt(args.cfmg_opt, '--cfmg-opt'), args.cfmg_weights,
                                     '--cfmg-weights', device)
-        write_enhanced_gt(cfmg, args.gt, args.variants, args.out, args.cond, args.overwrite, device)
-        if args.preview > 0:
+        if args.merge:
+            merge_shards(args.out, overwrite=args.overwrite)
+        else:
+            write_enhanced_gt(cfmg, args.gt, args.variants, args.out, args.cond, args.overwrite, device, args.rank,
+                              args.world_size)
+        if is_complete(args.out) and args.preview > 0:  # sharded ranks: only after the merge
             write_enhanced_preview(cfmg, args.gt, args.variants, args.out, args.cond, args.preview, device)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         sys.stderr.write(f'gtplus enhance-gt: error: {err}\n')

@@ -1,4 +1,6 @@
 """gtplus make-lmdb: image folders -> BasicSR LMDBs (single or LQ/GT pairs), validated, resumable, shardable."""
+from gtplus_models.commands._shared import add_shard_arguments
+
 HELP = 'Make BasicSR LMDBs from image folders (single, or --lq/--gt pairs); validated, resumable, shardable.'
 
 
@@ -12,10 +14,7 @@ def add_arguments(parser):
     parser.add_argument('--overwrite', action='store_true', help='replace a complete output')
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10), metavar='0-9',
                         help='PNG compression level (default 1, as BasicSR)')
-    parser.add_argument('--rank', type=int, help='this process writes shard RANK (default: $RANK, else 0)')
-    parser.add_argument('--world-size', type=int, help='number of shards (default: $WORLD_SIZE, else 1)')
-    parser.add_argument('--merge', action='store_true',
-                        help='merge the finished shards of each output (every PATH, or the --lq/--gt pair of '
+    add_shard_arguments(parser, 'merge the finished shards of each output (every PATH, or the --lq/--gt pair of '
                         'OUT_PREFIX) into the final LMDB')
 
 

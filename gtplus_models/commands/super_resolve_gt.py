@@ -1,4 +1,6 @@
 """gtplus super-resolve-gt GT OUT_DIR: x2/x3/x4 GT-size SR variants through an enhancer."""
+from gtplus_models.commands._shared import add_shard_arguments
+
 HELP = ('Make GT-size SR variants (bicubic up, enhancer, resize back) of a GT LMDB/folder: OUT_DIR/sr_x<s>.lmdb '
         'and OUT_DIR/preview.png.')
 
@@ -15,9 +17,7 @@ def add_arguments(parser):
     parser.add_argument('--colour-align', choices=['none', 'adain', 'wavelet'], default='none')
     parser.add_argument('--tile', type=int, default=0, help='tile size for the arch enhancer (0: whole image)')
     parser.add_argument('--overwrite', action='store_true', help='replace complete outputs')
-    parser.add_argument('--rank', type=int, help='this process\'s shard (default: $RANK or 0)')
-    parser.add_argument('--world-size', type=int, help='number of shards (default: $WORLD_SIZE or 1)')
-    parser.add_argument('--merge', action='store_true', help='merge the shards written by all ranks, then stop')
+    add_shard_arguments(parser, 'merge the shards written by all ranks (and write the preview), then stop')
     parser.add_argument('--preview', type=int, default=4,
                         help='images in OUT_DIR/preview.png (GT and variants, whole and centre-zoomed; 0: none)')
     parser.add_argument('--device', default='cpu')
