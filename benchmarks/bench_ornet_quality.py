@@ -5,7 +5,7 @@ same number of iterations through `gtplus train` (options/quickstart/ornet.yml w
 the held-out LQ after the restorer at c = 0.3 and reports each metric's change over the restorer output, and the
 share of the official configuration's change that each preset keeps.
 
-    python benchmarks/bench_ornet_quality.py out/quickstart [--iters N] [--presets official,small,light,tiny]
+    python benchmarks/bench_ornet_quality.py out/quickstart [--iters N] [--presets official,small,light]
 
 Every preset trains as long as the quickstart's ORNet (options/quickstart/ornet.yml) unless --iters is given.
 """
@@ -46,7 +46,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('out', nargs='?', default='out/quickstart', help='a finished gtplus quickstart folder')
     parser.add_argument('--iters', type=int, default=None, help='training iterations (default: the quickstart\'s)')
-    parser.add_argument('--presets', default='official,small,light,tiny')
+    parser.add_argument('--presets', default='official,small,light')
     parser.add_argument('--cond', type=float, default=0.3)
     args = parser.parse_args()
     import gtplus_models  # noqa: F401

@@ -5,12 +5,14 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from gtplus_arch.nafnet_arch import NAFUNet, pad_to_multiple
 
 # name -> (width, enc_blk_nums, middle_blk_num, dec_blk_nums). 'official' is the released configuration
-# (17.9M parameters); the lighter ones trade quality for speed (see benchmarks/bench_ornet.py for measured costs).
+# (17.9M parameters); the lighter ones trade quality for speed (README: benchmarks/bench_ornet.py for costs,
+# benchmarks/bench_ornet_quality.py for what each keeps of the official configuration's gain). 'light' is the
+# lightest preset on purpose: a width-8 variant ran at 0.05x the restorer but lost the whole NIQE gain in the
+# quickstart, so it is not offered as a preset (build it with explicit width/blocks if wanted).
 ORNET_PRESETS = {
     'official': (64, [1, 1, 1, 1], 1, [1, 1, 1, 1]),
     'small': (32, [1, 1, 1, 1], 1, [1, 1, 1, 1]),
     'light': (16, [1, 1, 1], 1, [1, 1, 1]),
-    'tiny': (8, [1, 1, 1], 1, [1, 1, 1]),
 }
 
 
@@ -28,7 +30,7 @@ class ORNet(NAFUNet):
         enc_blk_nums (list[int]): NAFBlocks per encoder level. Official: [1, 1, 1, 1].
         middle_blk_num (int): NAFBlocks at the bottom. Official: 1.
         dec_blk_nums (list[int]): NAFBlocks per decoder level. Official: [1, 1, 1, 1].
-        preset (str | None): one of ``ORNET_PRESETS`` ('official', 'small', 'light', 'tiny'); when given it
+        preset (str | None): one of ``ORNET_PRESETS`` ('official', 'small', 'light'); when given it
             overrides the four shape arguments.
         official_padding (bool): zero-pad odd sizes as the official code does (default: reflect).
     """

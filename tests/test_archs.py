@@ -34,10 +34,12 @@ def test_param_counts_of_the_official_configurations():
     assert num_params(CFMG()) == 3_237_752  # "about 3.2M"
     assert num_params(ORNet()) == 17_888_003  # "17.9M"
     assert num_params(ORNet(preset='official')) == 17_888_003
-    counts = [num_params(ORNet(preset=p)) for p in ('official', 'small', 'light', 'tiny')]
+    counts = [num_params(ORNet(preset=p)) for p in ('official', 'small', 'light')]
     assert counts == sorted(counts, reverse=True)
     with pytest.raises(ValueError, match='preset'):
         ORNet(preset='huge')
+    with pytest.raises(ValueError, match='light'):  # the error lists the choices
+        ORNet(preset='tiny')
 
 
 def test_gtplus_nafnet_odd_sizes_and_official_key_names():

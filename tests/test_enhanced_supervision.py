@@ -12,7 +12,8 @@ from conftest import run_cli, write_yaml
 from gtplus_models.tiling import tiled_forward
 
 TINY_CFMG = {'type': 'CFMG', 'num_sources': 4, 'width': 4, 'num_levels': 2, 'hidden': 8}
-TINY_ORNET = {'type': 'ORNet', 'width': 4, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]}
+TINY_ORNET_SHAPE = {'width': 4, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]}
+TINY_ORNET = dict(type='ORNet', **TINY_ORNET_SHAPE)
 TINY_NAFNET = {'type': 'GTPlusNAFNet', 'width': 4, 'middle_blk_num': 1, 'enc_blk_nums': [1], 'dec_blk_nums': [1]}
 
 
@@ -153,7 +154,7 @@ def test_ornet_missing_cfmg_weights_is_a_clear_error(variant_data, tmp_path):
 def test_official_state_dict_formats_load(tmp_path, fmt):
     from gtplus_arch import CFMG, ORNet
     from gtplus_models.checkpoints import load_state_dict_file
-    for net in (CFMG(width=4, num_levels=2, hidden=8), ORNet(preset='tiny')):
+    for net in (CFMG(width=4, num_levels=2, hidden=8), ORNet(**TINY_ORNET_SHAPE)):
         state = net.state_dict()
         if fmt == 'module':
             state = {f'module.{k}': v for k, v in state.items()}
@@ -161,7 +162,7 @@ def test_official_state_dict_formats_load(tmp_path, fmt):
             state = {'params': state}
         path = tmp_path / f'{type(net).__name__}.pkl'
         torch.save(state, path)
-        fresh = type(net)(width=4, num_levels=2, hidden=8) if isinstance(net, CFMG) else ORNet(preset='tiny')
+        fresh = type(net)(width=4, num_levels=2, hidden=8) if isinstance(net, CFMG) else ORNet(**TINY_ORNET_SHAPE)
         fresh.load_state_dict(load_state_dict_file(str(path)), strict=True)
         for key, value in net.state_dict().items():
             assert torch.equal(fresh.state_dict()[key], value)
