@@ -135,17 +135,13 @@ def merge_variants(out_dir, scales, overwrite=False):
     return [merge_shards(variant_path(out_dir, scale), overwrite=overwrite) for scale in scales]
 
 
-def preview_path(out_dir):
-    return osp.join(out_dir, 'preview.png')
-
-
-def write_variants_preview(gt_path, out_dir, scales, num_keys=4, path=None):
-    """For the first ``num_keys`` images: GT | x2 | x3 | ... whole and centre-zoomed.
+def write_variants_preview(gt_path, out_dir, scales, num_keys=4):
+    """``OUT_DIR/preview.png``: for the first ``num_keys`` images, GT | x2 | x3 | ... whole and centre-zoomed.
 
     Returns:
-        str: the figure's path (default ``OUT_DIR/preview.png``).
+        str: the figure's path.
     """
     from gtplus_data.image_source import ImageSource
     from gtplus_models.figures import write_sources_preview
     sources = [('GT', ImageSource(gt_path))] + [(f'x{s}', ImageSource(variant_path(out_dir, s))) for s in scales]
-    return write_sources_preview(sources, path or preview_path(out_dir), num_keys)
+    return write_sources_preview(sources, osp.join(out_dir, 'preview.png'), num_keys)
