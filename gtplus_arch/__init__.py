@@ -1,13 +1,29 @@
 """gtplus_arch: pure nn.Modules and tensor maths, registered in basicsr's ARCH_REGISTRY on import.
 
-No file I/O, no pyiqa, no YAML here.
+No file I/O, no pyiqa, no YAML here. Images are RGB float tensors in [0,1] at every public boundary.
+
+Where things go:
+- a new network: ``<name>_arch.py`` with ``@ARCH_REGISTRY.register()`` on the class (class name = YAML ``type``,
+  constructor keywords = YAML keys). Every ``*_arch.py`` here is imported, and so registered, by this file.
+- a new degradation synthesizer (HR batch in, LQ batch out, randomness from a ``torch.Generator``): also an
+  ``*_arch.py`` here, so that online training (a model's ``feed_data``) and the offline tool share one module.
+- shared tensor maths (the ring basis and frequency mixup in ``frequency.py``, colour alignment, state-dict
+  normalisation): a plain module here, imported by the archs that need it.
 """
+import importlib
+import os.path as osp
+
 import gtplus_compat
 
 gtplus_compat.apply_all()
 
-# Every *_arch.py registers its networks, as basicsr.archs does for its own folder.
-_arch_modules = gtplus_compat.import_registering_modules(__name__, __file__, ('_arch.py', ))
+from basicsr.utils import scandir  # noqa: E402
+
+# As basicsr/archs/__init__.py does for its own folder: importing every *_arch.py registers its networks.
+_arch_modules = [
+    importlib.import_module(f'gtplus_arch.{osp.splitext(name)[0]}')
+    for name in sorted(scandir(osp.dirname(osp.abspath(__file__)))) if name.endswith('_arch.py')
+]
 
 from gtplus_arch.cfmg_arch import CFMG  # noqa: E402
 from gtplus_arch.frequency import (amplitude_spectrum_log, frequency_mixup, log_amplitude,  # noqa: E402

@@ -17,24 +17,4 @@ def apply_all():
     apply_basicsr_patches()
 
 
-
-
-def import_registering_modules(package_name, package_file, suffixes):
-    """Import every module of a package whose file name ends with one of ``suffixes`` (so that it registers).
-
-    Args:
-        package_name (str): e.g. 'gtplus_arch'.
-        package_file (str): the package's ``__file__``.
-        suffixes (tuple[str]): e.g. ('_arch.py',).
-
-    Returns:
-        list[module]: the imported modules, in file-name order.
-    """
-    import importlib
-    import os
-    folder = os.path.dirname(os.path.abspath(package_file))
-    names = sorted(name[:-3] for name in os.listdir(folder) if name.endswith(tuple(suffixes)))
-    return [importlib.import_module(f'{package_name}.{name}') for name in names]
-
-
-__all__ = ['apply_all', 'install_torchvision_alias', 'import_registering_modules']
+__all__ = ['apply_all', 'install_torchvision_alias']
