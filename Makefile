@@ -21,7 +21,9 @@ $(VENV)/.deps-installed: Makefile requirements.txt
 	touch $@
 
 # A regular (non-editable) install, so the wheel's gtplus_compat.pth is in site-packages.
+# build/ is removed first: setuptools never deletes stale modules there, and a moved module would ship twice.
 setup: $(VENV)/.deps-installed
+	rm -rf build
 	$(PIP) install -q --no-build-isolation --no-deps --force-reinstall .
 
 quickstart: setup

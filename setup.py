@@ -2,7 +2,7 @@
 command and ``gtplus_compat.pth`` (which makes a plain ``import basicsr`` work on current torchvision)."""
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,8 +36,8 @@ setup(
     long_description=open(os.path.join(HERE, 'README.md')).read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.9',
-    packages=['gtplus_compat', 'gtplus_arch', 'gtplus_data', 'gtplus_models', 'gtplus_models.commands'],
-    package_data={'gtplus_data': ['*.npz'], 'gtplus_models': ['options/*.yml', 'options/*/*.yml']},
+    packages=find_packages(include=['gtplus_*']),
+    package_data={'gtplus_data': ['*.npz'], 'gtplus_models.quickstart': ['templates/*/*.yml']},
     install_requires=read_requirements(),
     cmdclass={'build_py': BuildWithPth},
     entry_points={'console_scripts': ['gtplus = gtplus_models.cli:main']},

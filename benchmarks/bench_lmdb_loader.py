@@ -37,7 +37,8 @@ def write_patches(root, patch):
         tuple[str, str, list[torch.Tensor]]: folder, LMDB path, the tiles as Tensor[3, patch, patch] RGB [0,1].
     """
     from gtplus_data.image_source import ImageSource, close_lmdb_readonly
-    from gtplus_data.lmdb_writer import encode_png, write_images
+    from gtplus_data.image_util import encode_png
+    from gtplus_data.lmdb_writer import write_images
     from gtplus_data.sample_photos import load_sample_photo, sample_photo_names
     folder, lmdb_path = os.path.join(root, 'patches'), os.path.join(root, 'patches.lmdb')
     os.makedirs(folder)

@@ -1,13 +1,14 @@
 """Quality gain of each ORNet preset in the quickstart setting, relative to the official width-64 configuration.
 
 Reuses a finished `gtplus quickstart OUT_DIR` (its data, restorer and CFMG), trains ORNet with each preset for the
-same number of iterations through `gtplus train` (options/quickstart/ornet.yml with the preset overridden), refines
+same number of iterations through `gtplus train` (the quickstart's ornet.yml template, preset overridden), refines
 the held-out LQ after the restorer at c = 0.3 and reports each metric's change over the restorer output, and the
 share of the official configuration's change that each preset keeps.
 
     python benchmarks/bench_ornet_quality.py out/quickstart [--iters N] [--presets official,small,light]
 
-Every preset trains as long as the quickstart's ORNet (options/quickstart/ornet.yml) unless --iters is given.
+Every preset trains as long as the quickstart's ORNet (gtplus_models/quickstart/templates/enhanced_supervision/
+ornet.yml) unless --iters is given.
 """
 import argparse
 import os
@@ -17,14 +18,16 @@ import time
 
 import torch
 
+TEMPLATES = 'enhanced_supervision'  # the quickstart pipeline whose stages this benchmark reuses
+
 
 def train_preset(out, preset, iters):
-    from gtplus_models.quickstart import fill_template, iteration_overrides, train_command
+    from gtplus_models.quickstart.common import fill_template, iteration_overrides, train_command
     name = f'bench_ornet_{preset}'
     weights = osp.join(out, 'experiments', name, 'models', 'net_g_latest.pth')
     if not osp.isfile(weights):
         overrides = iteration_overrides(iters) + [f'name={name}', f'network_g:preset={preset}']
-        subprocess.run(train_command(fill_template(out, 'ornet'), overrides), cwd=out, check=True,
+        subprocess.run(train_command(fill_template(out, TEMPLATES, 'ornet'), overrides), cwd=out, check=True,
                        stdout=subprocess.DEVNULL)
     return weights
 
@@ -32,10 +35,10 @@ def train_preset(out, preset, iters):
 def refine_with(out, preset, weights, cond):
     from gtplus_data.image_source import ImageSource
     from gtplus_models.checkpoints import build_frozen_network
-    from gtplus_models.quickstart import latest_weights, network_opt
-    from gtplus_models.refine import cond_folder, refine_source
+    from gtplus_models.quickstart.common import load_stage_network
+    from gtplus_models.tools.refine import cond_folder, refine_source
     device = torch.device('cpu')
-    restorer = build_frozen_network(network_opt(out, 'restorer'), latest_weights(out, 'restorer'), 'restorer', device)
+    restorer = load_stage_network(out, TEMPLATES, 'restorer')
     ornet = build_frozen_network({'type': 'ORNet', 'preset': preset}, weights, preset, device)
     folder = osp.join(out, 'bench_ornet_quality', preset)
     refine_source(ImageSource(osp.join(out, 'data', 'test_lq.lmdb')), folder, restorer, ornet, [cond])
@@ -51,7 +54,7 @@ def main():
     args = parser.parse_args()
     import gtplus_models  # noqa: F401
     from gtplus_data.image_source import ImageSource
-    from gtplus_models.evaluation import METRICS, evaluate_images, mean_or_none
+    from gtplus_models.quickstart.report import METRICS, evaluate_images, mean_or_none
     out = osp.abspath(args.out)
     if not osp.isfile(osp.join(out, 'report.json')):
         parser.error(f'{out} is not a finished quickstart; run gtplus quickstart {args.out} first')

@@ -4,6 +4,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from gtplus_arch.nafnet_arch import NAFUNet, pad_to_multiple
 
+# The one home of the default c: the value the official test code hard-codes. Models (val.cond), tools and the
+# command line (--cond) import it from here through gtplus_models.enhanced_supervision.
+DEFAULT_COND = 0.3
+
 # name -> (width, enc_blk_nums, middle_blk_num, dec_blk_nums). 'official' is the released configuration
 # (17.9M parameters); the lighter ones trade quality for speed (README: benchmarks/bench_ornet.py for costs,
 # benchmarks/bench_ornet_quality.py for what each keeps of the official configuration's gain). 'light' is the
@@ -44,12 +48,12 @@ class ORNet(NAFUNet):
         super().__init__(img_channel + 1, img_channel, width, list(enc_blk_nums), middle_blk_num,
                          list(dec_blk_nums), official_padding)
 
-    def forward(self, x, cond=0.3):
+    def forward(self, x, cond=DEFAULT_COND):
         """
         Args:
             x (Tensor): [B,3,H,W] RGB in [0,1], any H, W.
-            cond (Tensor | float): c in [0,1], a [B] tensor or a scalar. 0.3 is the value the official test code
-                hard-codes.
+            cond (Tensor | float): c in [0,1], a [B] tensor or a scalar (default :data:`DEFAULT_COND`, 0.3, the
+                value the official test code hard-codes).
 
         Returns:
             Tensor: [B,3,H,W], not clamped.

@@ -2,8 +2,6 @@
 dataloader worker, cropped and augmented identically."""
 import random
 
-import numpy as np
-import torch
 from torch.utils import data as data
 
 from gtplus_data.image_source import ImageSource, describe_key_mismatch, is_lmdb_dir
@@ -27,12 +25,6 @@ def random_crop_many(images, size, path):
         raise ValueError(f'image {height}x{width} is smaller than gt_size {size}: {path}')
     top, left = random.randint(0, height - size), random.randint(0, width - size)
     return [img[top:top + size, left:left + size] for img in images]
-
-
-def to_tensor(img):
-    """(H, W, 3) float32 RGB [0,1] -> Tensor[3, H, W] float RGB [0,1] (a view, as basicsr's img2tensor: the
-    collate function copies it into the batch anyway)."""
-    return torch.from_numpy(np.ascontiguousarray(img).transpose(2, 0, 1)).float()
 
 
 class KeyedRootsDataset(data.Dataset):

@@ -1,80 +1,14 @@
-"""Read images from a folder or a BasicSR-format LMDB through one small interface.
+"""Read images from a folder or a BasicSR-format LMDB, by key, through one small interface.
 
-Every gtplus tool that consumes images (make-lmdb, scoring, GT variants, synthesis) reads them through
-:class:`ImageSource` and :func:`decode_image`, so odd files are handled the same way everywhere:
-
-* grayscale (H, W) or (H, W, 1): the channel is replicated to RGB;
-* RGBA / gray + alpha: the colour is composited over white. Transparent pixels carry undefined colour (often
-  black, or whatever the encoder left), while viewers show them over a light background; compositing gives the
-  picture a user sees, instead of the hidden colour that ``cv2.IMREAD_COLOR`` (BasicSR's reader) would expose;
-* 16-bit: scaled to [0, 1] by dividing by 65535 (float images are clipped to [0, 1]);
-* corrupt, truncated, empty or non-image data: :class:`ImageReadError`, naming the path (and key).
-
-EXIF orientation is not applied: pixels are returned as stored, as BasicSR's LMDB values are.
+Every gtplus tool that consumes images (make-lmdb, scoring, GT variants, enhanced GT, refine) reads them through
+:class:`ImageSource`, which decodes with :func:`gtplus_data.image_util.decode_image`, so odd files (gray, RGBA,
+16-bit, corrupt) are handled the same way everywhere (see that module).
 """
 import os
 
-import cv2
-import numpy as np
+from gtplus_data.image_util import decode_image
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
-
-class ImageReadError(ValueError):
-    """An image that cannot be decoded (corrupt, truncated, empty or not an image). The message names its path."""
-
-
-# Channel order fixes applied to the integer image, before the float conversion, where a swap costs least.
-_TO_RGB = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}
-
-
-def _to_unit_float(img):
-    """Scale an integer or float array to float32 in [0, 1] by the range of its dtype."""
-    if img.dtype in (np.uint8, np.uint16):
-        out = img.astype(np.float32)
-        out /= 255. if img.dtype == np.uint8 else 65535.  # in place: one float buffer per image
-        return out
-    if np.issubdtype(img.dtype, np.floating):
-        return np.clip(img.astype(np.float32), 0, 1)
-    raise TypeError(f'unsupported pixel type {img.dtype}')
-
-
-def _to_rgb(img):
-    """(H, W), (H, W, 1), (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA float [0,1] -> (H, W, 3) RGB."""
-    if img.ndim == 2:
-        img = img[:, :, None]
-    channels = img.shape[2]
-    if channels in (2, 4):
-        # Composite over white (see the module docstring for why).
-        colour, alpha = img[:, :, :channels - 1], img[:, :, channels - 1:]
-        img = colour * alpha + (1. - alpha)
-    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
-
-
-def decode_image(data, name):
-    """Decode encoded image bytes into an RGB float image.
-
-    Args:
-        data (bytes): the encoded file (PNG, JPEG, BMP, TIFF, WebP).
-        name (str): the path (and key) to name in errors.
-
-    Returns:
-        np.ndarray: (H, W, 3) float32 RGB in [0, 1].
-
-    Raises:
-        ImageReadError: if ``data`` is empty, truncated, corrupt or not an image.
-    """
-    if not data:
-        raise ImageReadError(f'empty image file: {name}')
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0 or img.ndim not in (2, 3):
-        raise ImageReadError(f'cannot decode image (corrupt, truncated or not an image): {name}')
-    if img.ndim == 3 and img.shape[2] in _TO_RGB:
-        img = cv2.cvtColor(img, _TO_RGB[img.shape[2]])  # OpenCV decodes BGR(A)
-    try:
-        return _to_rgb(_to_unit_float(img)).astype(np.float32, copy=False)
-    except TypeError as error:
-        raise ImageReadError(f'{error}: {name}') from error
 
 
 def list_image_files(folder):

@@ -6,8 +6,10 @@ written. Values are stored as 8-bit RGB PNG (see :mod:`gtplus_data.lmdb_writer` 
 """
 import os.path as osp
 
-from gtplus_data.image_source import ImageReadError, ImageSource, describe_key_mismatch
-from gtplus_data.lmdb_writer import check_key, dist_rank_world, refuse_complete, shard_keys, write_sharded
+from gtplus_data.image_source import ImageSource, describe_key_mismatch
+from gtplus_data.image_util import ImageReadError
+from gtplus_data.lmdb_shards import dist_rank_world, merge_shards, shard_keys, write_sharded
+from gtplus_data.lmdb_writer import check_key, refuse_complete
 
 
 def validate_images(source, keys, desc='validate'):
@@ -111,3 +113,32 @@ def paired_folders_to_lmdb(lq_path, gt_path, out_prefix, scale=1, overwrite=Fals
     check_pair_sizes(lq_shapes, gt_shapes, scale)
     return tuple(_write_source(source, out, rank, world_size, overwrite, compress_level)
                  for source, out in ((lq_source, lq_out), (gt_source, gt_out)))
+
+
+def make_lmdb(paths, lq=None, gt=None, scale=1, merge=False, overwrite=False, compress_level=1, rank=None,
+              world_size=None):
+    """``gtplus make-lmdb``: one folder, an LQ/GT pair, or a merge of finished shards.
+
+    Args:
+        paths (list[str]): ``[IN_DIR, OUT.lmdb]``; with ``lq``/``gt`` ``[OUT_PREFIX]``; with ``merge`` the outputs
+            to merge (``[OUT_PREFIX]`` in paired mode).
+        lq, gt (str | None): the LQ and GT folders of paired mode (both or neither).
+        scale (int): paired mode: GT size = scale x LQ size.
+        merge (bool): merge the shards of every output instead of writing.
+        overwrite, compress_level, rank, world_size: see :func:`folder_to_lmdb`.
+
+    Returns:
+        list[str]: one 'PATH' (or 'PATH: N images' after a merge) per output written.
+    """
+    paired = bool(lq or gt)
+    if merge:
+        outputs = list(paired_lmdb_paths(paths[-1])) if paired else list(paths)
+        return [f'{out}: {merge_shards(out, overwrite=overwrite)} images' for out in outputs]
+    common = dict(overwrite=overwrite, compress_level=compress_level, rank=rank, world_size=world_size)
+    if paired:
+        if not (lq and gt) or len(paths) != 1:
+            raise ValueError('paired mode needs --lq LQ_DIR --gt GT_DIR and one OUT_PREFIX')
+        return list(paired_folders_to_lmdb(lq, gt, paths[0], scale=scale, **common))
+    if len(paths) != 2:
+        raise ValueError('expected IN_DIR OUT.lmdb (or --lq/--gt with OUT_PREFIX, or --merge OUT.lmdb)')
+    return [folder_to_lmdb(paths[0], paths[1], **common)]

@@ -2,7 +2,8 @@
 import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from gtplus_data.dataset_util import KeyedRootsDataset, to_tensor
+from gtplus_data.dataset_util import KeyedRootsDataset
+from gtplus_data.image_util import chw_tensor
 
 
 @DATASET_REGISTRY.register()
@@ -40,12 +41,12 @@ class GTPlusPairedVariantsDataset(KeyedRootsDataset):
             # As basicsr: trim GT to scale x LQ, so sizes that are not multiples of scale still pair up.
             gts = [img[:lq.shape[0] * self.scale, :lq.shape[1] * self.scale] for img in gts]
         gts, lq = self.crop_and_augment(gts, lq, self.scale, gt_path)
-        out = {'gt': to_tensor(gts[0]), 'gt_path': gt_path}
+        out = {'gt': chw_tensor(gts[0]), 'gt_path': gt_path}
         if lq is not None:
-            out.update(lq=to_tensor(lq), lq_path=self.path_of('lq', key))
+            out.update(lq=chw_tensor(lq), lq_path=self.path_of('lq', key))
         else:
             out['lq_path'] = gt_path  # basicsr's validation names its results after lq_path
         if self.variant_names:
-            out['variants'] = torch.stack([to_tensor(img) for img in gts[1:]])
+            out['variants'] = torch.stack([chw_tensor(img) for img in gts[1:]])
             out['variant_paths'] = [self.path_of(name, key) for name in self.variant_names]
         return out

@@ -47,7 +47,7 @@ def write_sample_photos(out_dir):
     """
     from tqdm import tqdm
 
-    from gtplus_data.lmdb_writer import encode_png
+    from gtplus_data.image_util import encode_png
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for name in tqdm(SAMPLE_PHOTOS, desc='sample photos', unit='img', disable=None):

@@ -2,8 +2,9 @@
 import torch
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from gtplus_data.dataset_util import KeyedRootsDataset, to_tensor
-from gtplus_data.lmdb_writer import read_side_file
+from gtplus_data.dataset_util import KeyedRootsDataset
+from gtplus_data.image_util import chw_tensor
+from gtplus_data.side_file import read_side_file
 
 
 @DATASET_REGISTRY.register()
@@ -12,9 +13,9 @@ class GTPlusScoredImageDataset(KeyedRootsDataset):
 
     Args:
         opt (dict): ``dataroot_gt`` (LMDB or folder holding ``<score_file>.json``, see
-            :func:`gtplus_data.lmdb_writer.write_side_file`), ``score_file`` (default 'quality_scores'),
-            ``score_name`` (the record field, default 'ensemble': the IQPIR score that gtplus score --ensemble writes), ``io_backend``, ``phase``, ``gt_size``,
-            ``use_hflip``, ``use_rot``.
+            :func:`gtplus_data.side_file.write_side_file`), ``score_file`` (default 'quality_scores'),
+            ``score_name`` (the record field, default 'ensemble': the IQPIR score that ``gtplus score --ensemble``
+            writes), ``io_backend``, ``phase``, ``gt_size``, ``use_hflip``, ``use_rot``.
 
     Returns (per item):
         dict: ``gt`` Tensor[3, H, W] RGB [0,1]; ``score`` Tensor[] float32; ``gt_path``.
@@ -35,4 +36,4 @@ class GTPlusScoredImageDataset(KeyedRootsDataset):
         key = self.keys[index]
         path = self.path_of('gt', key)
         (gt, ), _ = self.crop_and_augment([self.read('gt', key)], path=path)
-        return {'gt': to_tensor(gt), 'score': torch.tensor(self.scores[key], dtype=torch.float32), 'gt_path': path}
+        return {'gt': chw_tensor(gt), 'score': torch.tensor(self.scores[key], dtype=torch.float32), 'gt_path': path}

@@ -1,7 +1,8 @@
 """GTPlusSingleHRDataset: single HR images (LMDB or folder), cropped and augmented for training."""
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from gtplus_data.dataset_util import KeyedRootsDataset, to_tensor
+from gtplus_data.dataset_util import KeyedRootsDataset
+from gtplus_data.image_util import chw_tensor
 
 
 @DATASET_REGISTRY.register()
@@ -23,4 +24,4 @@ class GTPlusSingleHRDataset(KeyedRootsDataset):
         key = self.keys[index]
         path = self.path_of('gt', key)
         (gt, ), _ = self.crop_and_augment([self.read('gt', key)], path=path)
-        return {'gt': to_tensor(gt), 'gt_path': path}
+        return {'gt': chw_tensor(gt), 'gt_path': path}

@@ -6,7 +6,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from collections import OrderedDict
 
 from gtplus_models.checkpoints import OfficialCheckpointMixin
-from gtplus_models.enhanced_supervision import draw_condition, enhance, stack_sources
+from gtplus_models.enhanced_supervision import DEFAULT_COND, draw_condition, enhance, stack_sources
 from gtplus_models.quality_loss import GTPlusQualityReward, quality_fidelity_loss
 
 
@@ -62,7 +62,7 @@ class CFMGModel(OfficialCheckpointMixin, SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def test(self):
-        cond = (self.opt.get('val') or {}).get('cond', 0.3)
+        cond = (self.opt.get('val') or {}).get('cond', DEFAULT_COND)
         self.net_g.eval()
         with torch.no_grad():
             enhanced, self.masks = enhance(self.net_g, self.gt, self.sources, cond)

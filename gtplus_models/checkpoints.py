@@ -68,3 +68,37 @@ class OfficialCheckpointMixin:
         get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path} [{param_key or "plain"}].')
         self._print_different_keys_loading(net, state, strict)
         net.load_state_dict(state, strict=strict)
+
+
+def read_network_opt(path, key):
+    """A network mapping from a YAML file: either ``{type: ..., ...}`` or a basicsr option file's ``network_g``.
+
+    Args:
+        path (str): the YAML file (read with the safe loader).
+        key (str): the flag or option key that named it, for errors.
+
+    Returns:
+        dict: ``{'type': ..., **kwargs}``.
+    """
+    import yaml
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{key}: {path} does not exist')
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    if isinstance(opt, dict) and 'type' not in opt and isinstance(opt.get('network_g'), dict):
+        opt = opt['network_g']
+    if not isinstance(opt, dict) or 'type' not in opt:
+        raise ValueError(f'{key}: {path} must hold a network mapping with a type (or a network_g entry)')
+    return opt
+
+
+def load_frozen_network(opt_path, weights_path, device, opt_key='network options', weights_key='weights'):
+    """:func:`build_frozen_network` from a YAML file (:func:`read_network_opt`) and a local checkpoint.
+
+    Args:
+        opt_path (str): YAML with the network mapping.
+        weights_path (str): the checkpoint.
+        device (torch.device | str): where the network runs.
+        opt_key, weights_key (str): the flags or keys that named the two files, for errors.
+    """
+    return build_frozen_network(read_network_opt(opt_path, opt_key), weights_path, weights_key, device)

@@ -1,8 +1,13 @@
 """The ``gtplus`` command. Each module in ``gtplus_models/commands/`` is one subcommand.
 
 A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``; its file name,
-with ``_`` turned into ``-``, is the subcommand's name. Heavy imports belong inside ``run`` so that
-``gtplus --help`` stays quick.
+with ``_`` turned into ``-``, is the subcommand's name. It parses, calls one tool function and logs where the output
+went. Heavy imports belong inside ``run`` so that ``gtplus --help`` stays quick.
+
+A user error (a missing or unreadable file, a bad value, weights that do not match) raised by a tool is printed here
+as one line, ``gtplus VERB: error: MESSAGE``, with exit status 2, as argparse does for bad flags. Set
+``GTPLUS_TRACEBACK=1`` to see the traceback instead. ``train`` and ``test`` report option-file errors the same way
+(:mod:`gtplus_models.train`) and keep tracebacks for failures inside basicsr's loop.
 """
 import argparse
 import importlib
@@ -12,6 +17,10 @@ import sys
 from gtplus_models.version import __version__
 
 COMMANDS_PACKAGE = 'gtplus_models.commands'
+# What tools raise for bad input: ValueError (ImageReadError, OptionsError), OSError (FileNotFoundError,
+# FileExistsError, MissingWeightsError), KeyError (an unknown metric or key) and RuntimeError (a checkpoint that
+# does not fit its network).
+USER_ERRORS = (ValueError, OSError, KeyError, RuntimeError)
 
 
 def discover_commands():
@@ -33,6 +42,11 @@ def build_parser():
     return parser
 
 
+def error_message(err):
+    """The one-line text of a user error (a KeyError's repr quotes its message; take the message itself)."""
+    return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+
+
 def main(argv=None):
     os.environ.setdefault('HF_HUB_OFFLINE', '1')  # no hub lookups: weights always come from local paths
     parser = build_parser()
@@ -40,9 +54,16 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    if args.command not in PIPELINE_COMMANDS:
-        show_tool_progress()
-    return args.run(args) or 0
+    if args.command in PIPELINE_COMMANDS:
+        return args.run(args) or 0  # basicsr's loop: option errors are handled there, training errors keep tracebacks
+    show_tool_progress()
+    try:
+        return args.run(args) or 0
+    except USER_ERRORS as err:
+        if os.environ.get('GTPLUS_TRACEBACK'):
+            raise
+        sys.stderr.write(f'gtplus {args.command}: error: {error_message(err)}\n')
+        return 2
 
 
 # train/test initialise basicsr's logger themselves, with their log file; creating it earlier would lose the file.

@@ -5,6 +5,8 @@ Tensors are RGB float in [0,1]. ``sources`` is always Tensor[B, N+1, 3, H, W] wi
 """
 import torch
 
+from gtplus_arch.ornet_arch import DEFAULT_COND  # noqa: F401  (the one default c; imported from here by models/tools)
+
 
 def stack_sources(gt, variants):
     """GT [B,3,H,W] and variants [B,N,3,H,W] -> sources [B,N+1,3,H,W] (GT first, as the CFMG expects)."""

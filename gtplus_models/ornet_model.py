@@ -8,7 +8,8 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from gtplus_models.checkpoints import OfficialCheckpointMixin, build_frozen_network
-from gtplus_models.enhanced_supervision import condition_tensor, draw_condition, enhance, stack_sources
+from gtplus_models.enhanced_supervision import (DEFAULT_COND, condition_tensor, draw_condition, enhance,
+                                                 stack_sources)
 from gtplus_models.quality_loss import GTPlusQualityReward
 
 INPUT_MODES = ('gt', 'restorer')
@@ -108,7 +109,8 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
     def test(self):
-        cond = condition_tensor((self.opt.get('val') or {}).get('cond', 0.3), self.lq.shape[0], self.device)
+        cond = condition_tensor((self.opt.get('val') or {}).get('cond', DEFAULT_COND), self.lq.shape[0],
+                                self.device)
         self.net_g.eval()
         with torch.no_grad():
             self.output = self.net_g(self.lq, cond).clamp(0, 1)

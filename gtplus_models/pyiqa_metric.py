@@ -12,41 +12,21 @@ BasicSR's ``SRModel.nondist_validation`` calls ``calculate_metric(dict(img=sr, i
 outputs (HxWx3 uint8, BGR) and passes every key of ``opt`` except ``type`` (so ``better`` arrives too, and is
 ignored here). No-reference metrics ignore ``img2``.
 """
-import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY
+
+from gtplus_data.image_util import bgr_image_to_tensor
+from gtplus_models.quality import create_quality_metric
 
 _METRICS = {}  # built once per (metric, weights, options, device): validation calls this per image
 
 
 def cached_quality_metric(metric, weights_path=None, device='cpu', **kwargs):
     """The adapter's metric for these options, built on first use and reused afterwards."""
-    from gtplus_models.quality import create_quality_metric
     key = (metric, weights_path, str(device), tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
     if key not in _METRICS:
         _METRICS[key] = create_quality_metric(metric, weights_path=weights_path, device=device, **kwargs)
     return _METRICS[key]
-
-
-def bgr_image_to_tensor(img, crop_border=0, input_order='HWC'):
-    """A BasicSR metric image -> Tensor[1,3,H,W] RGB in [0,1].
-
-    Args:
-        img (ndarray): HxWx3 (or 3xHxW with input_order 'CHW') BGR in [0,255], uint8 or float; HxW gray allowed.
-        crop_border (int): pixels removed from each edge (as basicsr's metrics do).
-        input_order (str): 'HWC' or 'CHW'.
-    """
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    elif input_order == 'CHW':
-        img = img.transpose(1, 2, 0)
-    if img.shape[2] != 3:
-        raise ValueError(f'calculate_pyiqa expects a 3-channel BGR image, got shape {img.shape}')
-    if crop_border:
-        img = img[crop_border:-crop_border, crop_border:-crop_border]
-    rgb = img[..., ::-1].astype(np.float32) / 255.
-    return torch.from_numpy(np.ascontiguousarray(rgb.clip(0, 1))).permute(2, 0, 1)[None]
 
 
 @METRIC_REGISTRY.register()

@@ -7,7 +7,8 @@ import torch
 from data_helpers import make_folder
 
 from gtplus_data.image_source import ImageSource
-from gtplus_data.lmdb_writer import write_images, write_side_file
+from gtplus_data.lmdb_writer import write_images
+from gtplus_data.side_file import write_side_file
 
 
 def to_lmdb(folder, out):

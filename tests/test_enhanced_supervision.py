@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from conftest import run_cli, write_yaml
-from gtplus_models.tiling import tiled_forward
+from gtplus_models.tools.tiling import tiled_forward
 
 TINY_CFMG = {'type': 'CFMG', 'num_sources': 4, 'width': 4, 'num_levels': 2, 'hidden': 8}
 TINY_ORNET_SHAPE = {'width': 4, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]}

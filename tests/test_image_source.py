@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from data_helpers import make_folder, random_rgb, write_bad_files, write_rgb
 
-from gtplus_data.image_source import ImageReadError, ImageSource, decode_image
+from gtplus_data.image_source import ImageSource
+from gtplus_data.image_util import decode_image, ImageReadError
 from gtplus_data.lmdb_writer import write_images
 
 

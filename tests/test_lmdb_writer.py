@@ -6,8 +6,10 @@ import pytest
 from data_helpers import lmdb_items, make_folder, random_rgb, read_text
 
 from gtplus_data.image_source import ImageSource
-from gtplus_data.lmdb_writer import (LmdbWriter, encode_png, merge_shards, read_side_file, shard_path,
-                                     write_images, write_keys, write_sharded, write_side_file)
+from gtplus_data.image_util import encode_png
+from gtplus_data.lmdb_shards import merge_shards, shard_path, write_sharded
+from gtplus_data.lmdb_writer import LmdbWriter, write_images, write_keys
+from gtplus_data.side_file import read_side_file, write_side_file
 
 
 def images(num=6, seed=0):

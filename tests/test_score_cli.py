@@ -59,7 +59,7 @@ def test_side_file_format(scored):
 
 
 def test_side_file_readable_with_the_lmdb_writer_helper(scored):
-    from gtplus_data.lmdb_writer import read_side_file
+    from gtplus_data.side_file import read_side_file
     folder, keys, payload, _ = scored
     assert read_side_file(folder, 'quality_scores') == payload['records']
 
@@ -78,7 +78,7 @@ def test_progress_bar_shown(scored):
 
 def test_sigkill_midway_then_rerun_equals_uninterrupted_run(tmp_path):
     clean, killed = str(tmp_path / 'clean'), str(tmp_path / 'killed')
-    from gtplus_models.scoring import score_dataset
+    from gtplus_models.tools.scoring import score_dataset
     write_crops(clean, per_photo=2)
     shutil.copytree(clean, killed)
     args = ['score', '--metrics', 'niqe,piqe', '--ensemble', '--flush-every', '2']
@@ -105,8 +105,9 @@ def test_sigkill_midway_then_rerun_equals_uninterrupted_run(tmp_path):
 
 def test_lmdb_input_writes_side_file_inside_the_lmdb(tmp_path):
     from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import read_side_file, write_images
-    from gtplus_models.scoring import score_dataset
+    from gtplus_data.lmdb_writer import write_images
+    from gtplus_data.side_file import read_side_file
+    from gtplus_models.tools.scoring import score_dataset
     folder = str(tmp_path / 'photos')
     keys = write_crops(folder)
     source = ImageSource(folder)

@@ -10,3 +10,63 @@ def add_shard_arguments(parser, merge_help):
     parser.add_argument('--rank', type=int, help='this process writes shard RANK (default: $RANK, else 0)')
     parser.add_argument('--world-size', type=int, help='number of shards (default: $WORLD_SIZE, else 1)')
     parser.add_argument('--merge', action='store_true', help=merge_help)
+
+
+def add_cond_argument(parser, help_text, sweep=False):
+    """``--cond`` with the one default c (:data:`gtplus_models.enhanced_supervision.DEFAULT_COND`).
+
+    Args:
+        parser (argparse.ArgumentParser): the subcommand's parser.
+        help_text (str): what c is used for; the default is appended.
+        sweep (bool): accept a comma list (parse it with :func:`parse_conds`) instead of one float.
+    """
+    from gtplus_models.enhanced_supervision import DEFAULT_COND
+    parser.add_argument('--cond', type=str if sweep else float, default=str(DEFAULT_COND) if sweep else DEFAULT_COND,
+                        help=f'{help_text} (default {DEFAULT_COND})')
+
+
+def parse_conds(text):
+    """``'0,0.3,1'`` -> [0.0, 0.3, 1.0]; ValueError unless every value is a number in [0,1]."""
+    try:
+        conds = [float(v) for v in str(text).split(',') if v.strip()]
+    except ValueError:
+        conds = []
+    if not conds or any(not 0 <= c <= 1 for c in conds):
+        raise ValueError(f'--cond must be numbers in [0,1], got {text!r}')
+    return conds
+
+
+def parse_yaml_mapping(text, flag):
+    """A command-line YAML mapping (``'{num_inference_steps: 1}'``) as a dict, read with the safe loader.
+
+    Values are never evaluated; ValueError naming ``flag`` for invalid YAML or a non-mapping.
+    """
+    import yaml
+    try:
+        mapping = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f'{flag} is not valid YAML: {err}') from None
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) for k in mapping):
+        raise ValueError(f'{flag} must be a YAML mapping of argument names, got {text!r}')
+    return mapping
+
+
+def parse_name_paths(items, flag):
+    """``['musiq=/w/musiq.pth', ...]`` -> ``{'musiq': '/w/musiq.pth'}`` (ValueError naming ``flag`` if malformed)."""
+    mapping = {}
+    for item in items or []:
+        name, sep, path = item.partition('=')
+        if not sep or not name or not path:
+            raise ValueError(f'{flag} expects NAME=PATH, got {item!r}')
+        mapping[name.strip()] = path.strip()
+    return mapping
+
+
+def report_outputs(paths, what='wrote'):
+    """Log where the output went, one line per path (basicsr's root logger; tools log at INFO)."""
+    from basicsr.utils import get_root_logger
+    logger = get_root_logger()
+    for path in paths:
+        logger.info(f'{what}: {path}')

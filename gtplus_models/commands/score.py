@@ -1,12 +1,13 @@
 """gtplus score DATA --metrics niqe,piqe [--ensemble]: per-image NR-IQA scores as a side file + histogram."""
-import sys
+from gtplus_models.commands._shared import parse_name_paths, report_outputs
 
 HELP = 'Score every image of an LMDB or image folder with NR-IQA metrics (resumable); writes quality_scores.json.'
 
 
 def add_arguments(parser):
     parser.add_argument('data', help='image folder or BasicSR LMDB folder')
-    parser.add_argument('--metrics', default='niqe,piqe', help='comma-separated pyiqa metric names (default: %(default)s)')
+    parser.add_argument('--metrics', default='niqe,piqe',
+                        help='comma-separated pyiqa metric names (default: %(default)s)')
     parser.add_argument('--ensemble', action='store_true',
                         help="add IQPIR's ensemble score s in [0,1] (per-metric min-max over the data, averaged)")
     parser.add_argument('--out', help='side file (default: DATA/quality_scores.json)')
@@ -18,17 +19,9 @@ def add_arguments(parser):
 
 
 def run(args):
-    from basicsr.utils import get_root_logger
-
-    from gtplus_data.image_source import ImageReadError
-    from gtplus_models.scoring import parse_weights, score_dataset
+    from gtplus_models.tools.scoring import score_dataset
     names = [n.strip() for n in args.metrics.split(',') if n.strip()]
-    try:
-        payload = score_dataset(args.data, names, parse_weights(args.weights), args.ensemble, args.out, args.plot,
-                                args.device, max(1, args.flush_every))
-    except (FileNotFoundError, ImageReadError, ValueError, KeyError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        sys.stderr.write(f'gtplus score: error: {message}\n')
-        return 2
-    get_root_logger().info(f"scored {len(payload['records'])} images with {', '.join(names)}")
+    payload = score_dataset(args.data, names, parse_name_paths(args.weights, '--weights'), args.ensemble, args.out,
+                            args.plot, args.device, max(1, args.flush_every))
+    report_outputs([f"scored {len(payload['records'])} images with {', '.join(names)}"], 'done')
     return 0

@@ -1,5 +1,5 @@
 """gtplus super-resolve-gt GT OUT_DIR: x2/x3/x4 GT-size SR variants through an enhancer."""
-from gtplus_models.commands._shared import add_shard_arguments
+from gtplus_models.commands._shared import add_shard_arguments, parse_yaml_mapping, report_outputs
 
 HELP = ('Make GT-size SR variants (bicubic up, enhancer, resize back) of a GT LMDB/folder: OUT_DIR/sr_x<s>.lmdb '
         'and OUT_DIR/preview.png.')
@@ -25,55 +25,22 @@ def add_arguments(parser):
                         help='base seed; each image and scale gets its own, so reruns and shards agree (default 0)')
 
 
-def build_enhancer(args, device):
-    from gtplus_models.checkpoints import build_frozen_network
-    from gtplus_models.refine import read_network_opt
-    from gtplus_models.super_resolve import arch_enhancer, diffusers_enhancer
-    if bool(args.enhancer_opt) == bool(args.diffusers_pipeline):
-        raise ValueError('give exactly one enhancer: --enhancer-opt + --enhancer-weights, or --diffusers-pipeline')
-    if args.diffusers_pipeline:
-        return diffusers_enhancer(args.diffusers_pipeline, device, parse_pipeline_kwargs(args.pipeline_kwargs))
-    network = build_frozen_network(read_network_opt(args.enhancer_opt, '--enhancer-opt'), args.enhancer_weights,
-                                   '--enhancer-weights', device)
-    return arch_enhancer(network, tile=args.tile)
-
-
-def parse_pipeline_kwargs(text):
-    """``--pipeline-kwargs`` as a dict, read with the safe YAML loader (values are never evaluated)."""
-    import yaml
+def parse_scales(text):
+    """``'2,3,4'`` -> [2, 3, 4]; ValueError naming --scales otherwise."""
     try:
-        kwargs = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(f'--pipeline-kwargs is not valid YAML: {err}') from err
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise ValueError(f'--pipeline-kwargs must be a YAML mapping of argument names, got {text!r}')
-    return kwargs
+        return [int(s) for s in text.split(',') if s.strip()]
+    except ValueError:
+        raise ValueError(f'--scales must be positive integers, got {text!r}') from None
 
 
 def run(args):
-    import sys
-
-    import torch
-
-    from gtplus_data.lmdb_writer import is_complete
-    from gtplus_models.super_resolve import merge_variants, variant_path, write_variants, write_variants_preview
-    try:
-        scales = [int(s) for s in args.scales.split(',') if s.strip()]
-        if not scales or min(scales) < 1:
-            raise ValueError(f'--scales must be positive integers, got {args.scales!r}')
-        if args.merge:
-            merge_variants(args.out_dir, scales, args.overwrite)
-        else:
-            device = torch.device(args.device)
-            enhancer = build_enhancer(args, device)
-            write_variants(args.gt, args.out_dir, scales, enhancer, args.colour_align, args.overwrite, device,
-                           args.rank, args.world_size, args.seed)
-        if all(is_complete(variant_path(args.out_dir, s)) for s in scales) and args.preview > 0:
-            # Sharded ranks get here only after --merge: the figure needs every image.
-            write_variants_preview(args.gt, args.out_dir, scales, args.preview)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
-        sys.stderr.write(f'gtplus super-resolve-gt: error: {err}\n')
-        return 2
+    from gtplus_models.tools.super_resolve import build_enhancer, super_resolve_gt
+    scales = parse_scales(args.scales)
+    enhancer = None
+    if not args.merge:
+        enhancer = build_enhancer(args.enhancer_opt, args.enhancer_weights, args.diffusers_pipeline,
+                                  parse_yaml_mapping(args.pipeline_kwargs, '--pipeline-kwargs'), args.tile,
+                                  args.device)
+    report_outputs(super_resolve_gt(args.gt, args.out_dir, scales, enhancer, args.colour_align, args.overwrite,
+                                    args.device, args.rank, args.world_size, args.seed, args.merge, args.preview))
     return 0

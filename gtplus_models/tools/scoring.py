@@ -15,7 +15,8 @@ Side file (default ``DATA/quality_scores.json``, beside ``meta_info.txt`` for an
 Raw scores are in each metric's own units (NIQE, PIQE: lower is better). ``ensemble`` (with ``--ensemble``) is
 IQPIR's score: each metric min-max normalised over this dataset (bounds above), lower-is-better ones flipped,
 averaged; ``s`` in [0,1], 1 = best (IQPIR clamps to 0.99 when binning). The layout is the side-file layout of
-:mod:`gtplus_data.lmdb_writer` (``format`` + ``description`` + ``records``) plus ``metrics`` and ``ensemble``, so ``read_side_file(DATA, 'quality_scores')`` returns the records.
+:mod:`gtplus_data.side_file` (``format`` + ``description`` + ``records``) plus ``metrics`` and ``ensemble``, so
+``read_side_file(DATA, 'quality_scores')`` returns the records.
 
 Resuming: raw scores are flushed atomically every ``flush_every`` images to ``<out>.partial.json``; a rerun skips
 the keys found there (or in a finished ``<out>`` with the same metrics). Images are scored one at a time, so a run
@@ -27,26 +28,17 @@ import os
 import os.path as osp
 
 import numpy as np
-import torch
 
-from gtplus_data.lmdb_writer import SIDE_FILE_FORMAT
+from gtplus_data.image_source import ImageSource
+from gtplus_data.image_util import image_to_tensor
+from gtplus_data.side_file import SIDE_FILE_FORMAT, write_json
+from gtplus_models.quality import create_quality_metric, normalise_scores
 
 SIDE_FILE_NAME = 'quality_scores'
 DESCRIPTION = ('Per-image NR-IQA scores (pyiqa, RGB input in [0,1]). records[key][metric] is the raw score in the '
                "metric's own units (see metrics[metric].lower_better). records[key].ensemble, if present, is IQPIR's "
                'quality score s in [0,1] (1 = best): each metric min-max normalised over this dataset '
                '(ensemble.bounds), lower-is-better metrics flipped, then averaged.')
-
-
-def parse_weights(items):
-    """``['musiq=/w/musiq.pth', ...]`` -> ``{'musiq': '/w/musiq.pth'}`` (ValueError on a malformed item)."""
-    weights = {}
-    for item in items or []:
-        name, sep, path = item.partition('=')
-        if not sep or not name or not path:
-            raise ValueError(f'--weights expects NAME=PATH, got {item!r}')
-        weights[name.strip()] = path.strip()
-    return weights
 
 
 def default_paths(data_path, kind):
@@ -83,14 +75,9 @@ def load_done(out, signature):
     return done
 
 
-def write_json(path, payload):
-    from gtplus_data.lmdb_writer import atomic_write_text
-    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + '\n')
-
-
 def score_image(metrics, img, key, device):
     """{metric: float} for one HxWx3 RGB [0,1] image; ValueError naming the key if a metric fails or gives NaN."""
-    tensor = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].to(device)
+    tensor = image_to_tensor(img, device)
     scores = {}
     for name, metric in metrics.items():
         try:
@@ -122,7 +109,6 @@ def score_all(source, metrics, out, weights, flush_every=8, device='cpu', progre
 
 def build_payload(raw, metrics, weights, ensemble):
     """The side-file dict (see module docstring) from raw {key: {metric: value}}."""
-    from gtplus_models.quality import normalise_scores
     names = list(metrics)
     lower_better = {n: metrics[n].lower_better for n in names}
     records = {k: dict(v) for k, v in raw.items()}
@@ -177,8 +163,6 @@ def score_dataset(data_path, metric_names, weights=None, ensemble=False, out=Non
     Returns:
         dict: the side-file payload.
     """
-    from gtplus_data.image_source import ImageSource
-    from gtplus_models.quality import create_quality_metric
     weights = weights or {}
     if not metric_names:
         raise ValueError('no metrics given (e.g. --metrics niqe,piqe)')

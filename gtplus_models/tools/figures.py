@@ -2,6 +2,8 @@
 import cv2
 import numpy as np
 
+from gtplus_data.image_util import to_uint8, write_png
+
 LABEL_HEIGHT = 22
 
 
@@ -98,8 +100,6 @@ def write_sources_preview(sources, path, num_keys=4):
     Returns:
         str: ``path``.
     """
-    from gtplus_data.lmdb_writer import to_uint8
-    from gtplus_models.refine import write_png
     rows = []
     for key in sources[0][1].keys[:num_keys]:
         rows += preview_rows(key, [(label, to_uint8(source.read(key))) for label, source in sources])

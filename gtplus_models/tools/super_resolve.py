@@ -19,7 +19,13 @@ import torch
 from torch.nn import functional as F
 
 from gtplus_arch.colour_align import align_colour
-from gtplus_models.tiling import tiled_forward
+from gtplus_data.image_source import ImageSource
+from gtplus_data.image_util import image_to_tensor, tensor_to_image, tensor_to_uint8
+from gtplus_data.lmdb_shards import merge_shards, write_sharded
+from gtplus_data.lmdb_writer import is_complete
+from gtplus_models.checkpoints import load_frozen_network
+from gtplus_models.tools.figures import write_sources_preview
+from gtplus_models.tools.tiling import tiled_forward
 
 
 def arch_enhancer(network, tile=0, tile_pad=32):
@@ -60,10 +66,9 @@ def diffusers_enhancer(pipeline_dir, device, call_kwargs=None):
 
     @torch.no_grad()
     def enhance(img):
-        pil = Image.fromarray((img[0].clamp(0, 1).cpu().numpy().transpose(1, 2, 0) * 255).round().astype(np.uint8))
-        out = pipe(image=pil, **call_kwargs).images[0]
+        out = pipe(image=Image.fromarray(tensor_to_uint8(img)), **call_kwargs).images[0]
         out = np.asarray(out, dtype=np.float32) / 255. if not isinstance(out, np.ndarray) else out
-        return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))[None].to(img.device).float()
+        return image_to_tensor(out, img.device)
 
     return enhance
 
@@ -110,9 +115,6 @@ def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwr
     Returns:
         list[str]: the LMDB paths this rank completed, in scale order.
     """
-    from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import write_sharded
-    from gtplus_models.refine import image_to_tensor
     source = ImageSource(gt_path)
     paths = []
     for scale in scales:
@@ -122,7 +124,7 @@ def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwr
             # A stochastic enhancer (a diffusion pipeline) draws from torch's global generator: seeding it per key
             # and scale makes the output independent of sharding, resuming and processing order.
             torch.manual_seed(seed + zlib.crc32(f'{key}/x{scale}'.encode()))
-            return super_resolve_variant(gt, scale, enhancer, colour_align)[0].cpu().numpy().transpose(1, 2, 0)
+            return tensor_to_image(super_resolve_variant(gt, scale, enhancer, colour_align))
 
         paths.append(write_sharded(variant_path(out_dir, scale), source.keys, load, rank, world_size, overwrite,
                                    desc=f'x{scale}'))
@@ -131,7 +133,6 @@ def write_variants(gt_path, out_dir, scales, enhancer, colour_align=None, overwr
 
 def merge_variants(out_dir, scales, overwrite=False):
     """Merge the shards of every ``sr_x<s>.lmdb`` written by several ranks."""
-    from gtplus_data.lmdb_writer import merge_shards
     return [merge_shards(variant_path(out_dir, scale), overwrite=overwrite) for scale in scales]
 
 
@@ -141,7 +142,60 @@ def write_variants_preview(gt_path, out_dir, scales, num_keys=4):
     Returns:
         str: the figure's path.
     """
-    from gtplus_data.image_source import ImageSource
-    from gtplus_models.figures import write_sources_preview
     sources = [('GT', ImageSource(gt_path))] + [(f'x{s}', ImageSource(variant_path(out_dir, s))) for s in scales]
     return write_sources_preview(sources, osp.join(out_dir, 'preview.png'), num_keys)
+
+
+def build_enhancer(enhancer_opt=None, enhancer_weights=None, diffusers_pipeline=None, pipeline_kwargs=None, tile=0,
+                   device='cpu'):
+    """The enhancer from local files: a BasicSR arch (YAML + weights) or a diffusers pipeline folder, exactly one.
+
+    Args:
+        enhancer_opt (str | None): YAML with a BasicSR network mapping (or a ``network_g`` entry).
+        enhancer_weights (str | None): its checkpoint.
+        diffusers_pipeline (str | None): a folder written by ``pipe.save_pretrained``.
+        pipeline_kwargs (dict | None): extra call arguments of the pipeline.
+        tile (int): tile size for the arch enhancer (0: whole image).
+        device (str | torch.device): where it runs.
+
+    Returns:
+        callable: Tensor[1,3,H,W] in [0,1] -> Tensor[1,3,H',W'] in [0,1].
+    """
+    if bool(enhancer_opt) == bool(diffusers_pipeline):
+        raise ValueError('give exactly one enhancer: --enhancer-opt + --enhancer-weights, or --diffusers-pipeline')
+    device = torch.device(device)
+    if diffusers_pipeline:
+        return diffusers_enhancer(diffusers_pipeline, device, pipeline_kwargs)
+    network = load_frozen_network(enhancer_opt, enhancer_weights, device, '--enhancer-opt', '--enhancer-weights')
+    return arch_enhancer(network, tile=tile)
+
+
+def super_resolve_gt(gt_path, out_dir, scales, enhancer=None, colour_align=None, overwrite=False, device='cpu',
+                     rank=None, world_size=None, seed=0, merge=False, preview=4):
+    """``gtplus super-resolve-gt``: write (or, with ``merge``, join the shards of) every ``sr_x<s>.lmdb``, then the
+    preview figure once every variant is complete.
+
+    Args:
+        gt_path (str): GT LMDB or folder.
+        out_dir (str): where ``sr_x<s>.lmdb`` and ``preview.png`` go.
+        scales (list[int]): upsampling factors, each >= 1.
+        enhancer (callable | None): see :func:`build_enhancer`; not needed with ``merge``.
+        colour_align, overwrite, device, rank, world_size, seed: see :func:`write_variants`.
+        merge (bool): merge the shards written by all ranks instead of writing.
+        preview (int): images in ``OUT_DIR/preview.png`` (0: none).
+
+    Returns:
+        list[str]: the variant LMDBs (complete, or this rank's shards) and the preview, if written.
+    """
+    if not scales or min(scales) < 1:
+        raise ValueError(f'scales must be positive integers, got {scales!r}')
+    if merge:
+        merge_variants(out_dir, scales, overwrite)
+        written = [variant_path(out_dir, s) for s in scales]
+    else:
+        written = write_variants(gt_path, out_dir, scales, enhancer, colour_align, overwrite, device, rank,
+                                 world_size, seed)
+    if all(is_complete(variant_path(out_dir, s)) for s in scales) and preview > 0:
+        # Sharded ranks get here only after --merge: the figure needs every image.
+        written.append(write_variants_preview(gt_path, out_dir, scales, preview))
+    return written

@@ -3,12 +3,17 @@ import os.path as osp
 
 import torch
 
+from gtplus_data.image_source import ImageSource
+from gtplus_data.image_util import image_to_tensor, tensor_to_image, tensor_to_uint8, to_uint8, write_png
+from gtplus_data.lmdb_shards import merge_shards, write_sharded
+from gtplus_data.lmdb_writer import is_complete
+from gtplus_models.checkpoints import load_frozen_network
 from gtplus_models.enhanced_supervision import enhance
+from gtplus_models.tools.figures import labelled_strip, mask_to_colour, preview_rows, stack_rows
 
 
 def read_sources(gt_source, variant_sources, key, device):
     """(gt [1,3,H,W], sources [1,N+1,3,H,W]) for ``key``; variants must match the GT size."""
-    from gtplus_models.refine import image_to_tensor
     gt = image_to_tensor(gt_source.read(key), device)
     variants = [image_to_tensor(v.read(key), device) for v in variant_sources]
     for source, variant in zip(variant_sources, variants):
@@ -33,8 +38,6 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
     Returns:
         str: the LMDB this rank completed (``out_path`` or its shard).
     """
-    from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import write_sharded
     gt_source = ImageSource(gt_path)
     variant_sources = [ImageSource(p) for p in variant_paths]
     for source in variant_sources:
@@ -45,7 +48,7 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
     @torch.no_grad()
     def load(key):
         gt, sources = read_sources(gt_source, variant_sources, key, device)
-        return enhance(cfmg, gt, sources, cond)[0].clamp(0, 1)[0].cpu().numpy().transpose(1, 2, 0)
+        return tensor_to_image(enhance(cfmg, gt, sources, cond)[0])
 
     return write_sharded(out_path, gt_source.keys, load, rank, world_size, overwrite, desc=f'enhance c={cond:g}')
 
@@ -68,7 +71,6 @@ def mask_panels(cfmg, gt, cond, names):
     Returns:
         list[tuple[str, ndarray]]: ('mask NAME', HxWx3 uint8 viridis map, centred spectrum: DC in the middle).
     """
-    from gtplus_models.figures import mask_to_colour
     masks = cfmg.predict_masks(gt, torch.full((1, ), float(cond), device=gt.device))[0].cpu().numpy()
     return [(f'mask {name}', mask_to_colour(mask)) for name, mask in zip(names, masks)]
 
@@ -81,10 +83,6 @@ def write_enhanced_preview(cfmg, gt_path, variant_paths, out_path, cond, num_key
     Returns:
         str: the figure's path.
     """
-    from gtplus_data.image_source import ImageSource
-    from gtplus_data.lmdb_writer import to_uint8
-    from gtplus_models.figures import labelled_strip, preview_rows, stack_rows
-    from gtplus_models.refine import tensor_to_uint8, write_png
     gt_source, enhanced = ImageSource(gt_path), ImageSource(out_path)
     variant_sources = [ImageSource(p) for p in variant_paths]
     names = source_names(variant_paths)
@@ -98,3 +96,36 @@ def write_enhanced_preview(cfmg, gt_path, variant_paths, out_path, cond, num_key
     path = osp.join(out_path, 'preview.png')
     write_png(path, stack_rows(rows))
     return path
+
+
+def enhance_gt(gt_path, variant_paths, out_path, cond, cfmg_opt, cfmg_weights, overwrite=False, device='cpu',
+               rank=None, world_size=None, merge=False, preview=4):
+    """``gtplus enhance-gt``: write (or, with ``merge``, join the shards of) the enhanced GT LMDB, then its preview
+    once it is complete.
+
+    Args:
+        gt_path (str): GT LMDB or folder; variant_paths (list[str]): its SR variants (same keys, GT size).
+        out_path (str): the output LMDB.
+        cond (float): c in [0,1].
+        cfmg_opt (str): YAML with the CFMG network mapping (or a ``network_g`` entry).
+        cfmg_weights (str): CFMG checkpoint (basicsr ``.pth`` or the official ``CFMG.pkl``).
+        overwrite, device, rank, world_size: see :func:`write_enhanced_gt`.
+        merge (bool): merge the shards written by all ranks instead of writing.
+        preview (int): images in ``OUT/preview.png`` (0: none).
+
+    Returns:
+        list[str]: the LMDB (or this rank's shard) and the preview, if written.
+    """
+    if not 0 <= cond <= 1:
+        raise ValueError(f'--cond must be in [0,1], got {cond}')
+    device = torch.device(device)
+    cfmg = load_frozen_network(cfmg_opt, cfmg_weights, device, '--cfmg-opt', '--cfmg-weights')
+    if merge:
+        merge_shards(out_path, overwrite=overwrite)
+        written = [out_path]
+    else:
+        written = [write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite, device, rank,
+                                     world_size)]
+    if is_complete(out_path) and preview > 0:  # sharded ranks: only after the merge
+        written.append(write_enhanced_preview(cfmg, gt_path, variant_paths, out_path, cond, preview, device))
+    return written

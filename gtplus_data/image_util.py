@@ -1,0 +1,178 @@
+"""The one home of image conversion and PNG I/O in gtplus: HWC numpy <-> NCHW tensor, decoding, encoding, writing.
+
+Conventions: numpy images are (H, W, 3) RGB, float32 in [0, 1] (or uint8 for figures and files); tensors are
+[B, 3, H, W] (or [3, H, W] for dataset items) RGB float in [0, 1]. Everything that turns one into the other, or reads
+or writes image files, lives here, so that rounding, clamping and channel order agree across tools.
+
+Decoding (:func:`decode_image`, used by :class:`gtplus_data.image_source.ImageSource` for folders and LMDBs):
+
+* grayscale (H, W) or (H, W, 1): the channel is replicated to RGB;
+* RGBA / gray + alpha: the colour is composited over white. Transparent pixels carry undefined colour (often
+  black, or whatever the encoder left), while viewers show them over a light background; compositing gives the
+  picture a user sees, instead of the hidden colour that ``cv2.IMREAD_COLOR`` (BasicSR's reader) would expose;
+* 16-bit: scaled to [0, 1] by dividing by 65535 (float images are clipped to [0, 1]);
+* corrupt, truncated, empty or non-image data: :class:`ImageReadError`, naming the path (and key).
+
+EXIF orientation is not applied: pixels are returned as stored, as BasicSR's LMDB values are.
+"""
+import os
+import os.path as osp
+
+import cv2
+import numpy as np
+import torch
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be decoded (corrupt, truncated, empty or not an image). The message names its path."""
+
+
+# Channel order fixes applied to the integer image, before the float conversion, where a swap costs least.
+_TO_RGB = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}
+
+
+def _to_unit_float(img):
+    """Scale an integer or float array to float32 in [0, 1] by the range of its dtype."""
+    if img.dtype in (np.uint8, np.uint16):
+        out = img.astype(np.float32)
+        out /= 255. if img.dtype == np.uint8 else 65535.  # in place: one float buffer per image
+        return out
+    if np.issubdtype(img.dtype, np.floating):
+        return np.clip(img.astype(np.float32), 0, 1)
+    raise TypeError(f'unsupported pixel type {img.dtype}')
+
+
+def _to_rgb(img):
+    """(H, W), (H, W, 1), (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA float [0,1] -> (H, W, 3) RGB."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    channels = img.shape[2]
+    if channels in (2, 4):
+        # Composite over white (see the module docstring for why).
+        colour, alpha = img[:, :, :channels - 1], img[:, :, channels - 1:]
+        img = colour * alpha + (1. - alpha)
+    return np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
+
+
+def decode_image(data, name):
+    """Decode encoded image bytes into an RGB float image.
+
+    Args:
+        data (bytes): the encoded file (PNG, JPEG, BMP, TIFF, WebP).
+        name (str): the path (and key) to name in errors.
+
+    Returns:
+        np.ndarray: (H, W, 3) float32 RGB in [0, 1].
+
+    Raises:
+        ImageReadError: if ``data`` is empty, truncated, corrupt or not an image.
+    """
+    if not data:
+        raise ImageReadError(f'empty image file: {name}')
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0 or img.ndim not in (2, 3):
+        raise ImageReadError(f'cannot decode image (corrupt, truncated or not an image): {name}')
+    if img.ndim == 3 and img.shape[2] in _TO_RGB:
+        img = cv2.cvtColor(img, _TO_RGB[img.shape[2]])  # OpenCV decodes BGR(A)
+    try:
+        return _to_rgb(_to_unit_float(img)).astype(np.float32, copy=False)
+    except TypeError as error:
+        raise ImageReadError(f'{error}: {name}') from error
+
+
+def to_uint8(img):
+    """HxWx3 RGB uint8, uint16 or float [0,1] -> uint8 (floats rounded once, 16-bit scaled by 255/65535)."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        img = img.astype(np.float32) / 65535.
+    return (np.clip(img, 0, 1) * 255.).round().astype(np.uint8)
+
+
+def encode_png(img, compress_level=1):
+    """Encode an RGB image as PNG.
+
+    Args:
+        img (np.ndarray): (H, W, 3) RGB, uint8, uint16 or float in [0, 1].
+        compress_level (int | None): PNG compression 0-9; None: OpenCV's default settings (setting a level also
+            changes OpenCV's PNG strategy, so the bytes differ from an unset level even at the same number).
+
+    Returns:
+        bytes: 8-bit PNG, BGR inside (as OpenCV and BasicSR expect).
+    """
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'expected an HxWx3 RGB image, got shape {img.shape}')
+    bgr = np.ascontiguousarray(to_uint8(img)[:, :, ::-1])
+    params = [] if compress_level is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level)]
+    ok, encoded = cv2.imencode('.png', bgr, params)
+    if not ok:
+        raise RuntimeError('OpenCV failed to encode a PNG')
+    return encoded.tobytes()
+
+
+def write_png(path, img, compress_level=None):
+    """Write an RGB image as PNG atomically (temporary file + rename), creating the folder.
+
+    Args:
+        path (str): the PNG path.
+        img (np.ndarray): (H, W, 3) RGB, uint8, uint16 or float in [0, 1].
+        compress_level (int | None): PNG compression 0-9 (None: OpenCV's defaults, as ``cv2.imwrite``).
+
+    Returns:
+        str: ``path``.
+    """
+    data = encode_png(img, compress_level)
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = f'{path}.tmp.png'
+    try:
+        with open(tmp, 'wb') as f:
+            f.write(data)
+    except OSError as err:
+        raise OSError(f'cannot write {path}: {err}') from None
+    os.replace(tmp, path)  # a killed run never leaves half a PNG under the final name
+    return path
+
+
+def chw_tensor(img):
+    """(H, W, 3) float32 RGB [0,1] -> Tensor[3, H, W] float RGB [0,1] (a view where possible, as basicsr's
+    img2tensor; a DataLoader's collate copies it into the batch anyway)."""
+    return torch.from_numpy(np.ascontiguousarray(img).transpose(2, 0, 1)).float()
+
+
+def image_to_tensor(img, device='cpu'):
+    """(H, W, 3) float32 RGB [0,1] -> Tensor[1, 3, H, W] float on ``device``."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float().to(device)
+
+
+def tensor_to_image(tensor):
+    """Tensor[1, 3, H, W] or [3, H, W] -> (H, W, 3) float32 RGB numpy, clamped to [0, 1] (first item of a batch)."""
+    tensor = tensor.detach()
+    tensor = tensor[0] if tensor.dim() == 4 else tensor
+    return tensor.clamp(0, 1).float().cpu().numpy().transpose(1, 2, 0)
+
+
+def tensor_to_uint8(tensor):
+    """Tensor[1, 3, H, W] or [3, H, W] in [0, 1] -> (H, W, 3) uint8 RGB (clamped, rounded once)."""
+    return to_uint8(tensor_to_image(tensor))
+
+
+def bgr_image_to_tensor(img, crop_border=0, input_order='HWC'):
+    """A BasicSR metric image (``tensor2img`` output) -> Tensor[1, 3, H, W] RGB in [0, 1].
+
+    Args:
+        img (ndarray): HxWx3 (or 3xHxW with input_order 'CHW') BGR in [0,255], uint8 or float; HxW gray allowed.
+        crop_border (int): pixels removed from each edge (as basicsr's metrics do).
+        input_order (str): 'HWC' or 'CHW'.
+    """
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    elif input_order == 'CHW':
+        img = img.transpose(1, 2, 0)
+    if img.shape[2] != 3:
+        raise ValueError(f'expected a 3-channel BGR image, got shape {img.shape}')
+    if crop_border:
+        img = img[crop_border:-crop_border, crop_border:-crop_border]
+    rgb = img[..., ::-1].astype(np.float32) / 255.
+    return torch.from_numpy(np.ascontiguousarray(rgb.clip(0, 1))).permute(2, 0, 1)[None]

@@ -1,0 +1,147 @@
+"""Stage machinery shared by the quickstart pipelines: photos, LMDBs, YAML templates, training stages, timings.
+
+Every stage of a pipeline writes an LMDB or a checkpoint under OUT and is skipped when that output exists, so a
+rerun resumes. Training stages run ``python -m gtplus_models.train --auto_resume`` on a template from
+``quickstart/templates/<pipeline>/<name>.yml`` with ``${OUT}`` filled in (written to ``OUT/options/<name>.yml``),
+exactly as a user would run them.
+"""
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+TEMPLATES = osp.join(osp.dirname(osp.abspath(__file__)), 'templates')
+MIN_PHOTO_SIZE = 128  # the CFMG and ORNet stages train on 128² crops
+
+
+def logger():
+    from basicsr.utils import get_root_logger
+    return get_root_logger()
+
+
+def square_photo(img, size):
+    """HxWx3 uint8 -> size x size float32 [0,1]: area-resize the short side to ``size``, centre-crop."""
+    import cv2
+    height, width = img.shape[:2]
+    scale = size / min(height, width)
+    resized = cv2.resize(img, (max(size, round(width * scale)), max(size, round(height * scale))),
+                         interpolation=cv2.INTER_AREA)
+    top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
+    return resized[top:top + size, left:left + size].astype(np.float32) / 255.
+
+
+def sample_photos(out, size):
+    """The embedded photos, written to OUT/photos/ as PNG, and returned as {name: size x size float32 RGB [0,1]}."""
+    from gtplus_data.sample_photos import load_sample_photo, sample_photo_names, write_sample_photos
+    write_sample_photos(osp.join(out, 'photos'))
+    return {name: square_photo(load_sample_photo(name), size) for name in sample_photo_names()}
+
+
+def write_lmdb(path, images):
+    """{key: HxWx3 float RGB} -> a complete LMDB at ``path`` through the one writer (skipped if complete)."""
+    from gtplus_data.lmdb_writer import LmdbWriter, is_complete
+    if is_complete(path):
+        return path
+    with LmdbWriter(path) as writer:
+        for key in sorted(images):
+            writer.put_image(key, images[key])
+        writer.finalize()
+    return path
+
+
+def template_path(pipeline, name):
+    """``quickstart/templates/<pipeline>/<name>.yml``."""
+    return osp.join(TEMPLATES, pipeline, f'{name}.yml')
+
+
+def fill_template(out, pipeline, name):
+    """The template of stage ``name`` with ${OUT} replaced, written to OUT/options/<name>.yml; returns that path."""
+    with open(template_path(pipeline, name)) as f:
+        text = f.read().replace('${OUT}', osp.abspath(out))
+    path = osp.join(out, 'options', f'{name}.yml')
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def network_opt(out, pipeline, name, key='network_g'):
+    """The ``key`` network mapping of stage ``name``'s filled template."""
+    import yaml
+    with open(fill_template(out, pipeline, name)) as f:
+        return yaml.safe_load(f)[key]
+
+
+def latest_weights(out, name):
+    """Where ``gtplus train`` leaves the last checkpoint of stage ``name`` (experiment ``quickstart_<name>``)."""
+    return osp.join(out, 'experiments', f'quickstart_{name}', 'models', 'net_g_latest.pth')
+
+
+def load_stage_network(out, pipeline, name, device='cpu'):
+    """Stage ``name``'s trained ``network_g``, frozen, in eval mode on ``device``."""
+    import torch
+
+    from gtplus_models.checkpoints import build_frozen_network
+    return build_frozen_network(network_opt(out, pipeline, name), latest_weights(out, name), f'{name} weights',
+                                torch.device(device))
+
+
+def iteration_overrides(iters):
+    """``--force_yml`` KEY=VALUE entries that shorten a training stage to ``iters`` iterations (a quick preview)."""
+    if not iters:
+        return []
+    return [f'train:total_iter={iters}', f'logger:save_checkpoint_freq={iters}',
+            f'logger:print_freq={max(1, iters // 4)}', f'train:scheduler:periods=[{iters}]']
+
+
+def train_command(opt_file, overrides=()):
+    """``python -m gtplus_models.train -opt FILE --auto_resume [--force_yml ...]`` as an argument list."""
+    cmd = [sys.executable, '-m', 'gtplus_models.train', '-opt', opt_file, '--auto_resume']
+    return cmd + ['--force_yml', *overrides] if overrides else cmd
+
+
+def train_stage(out, pipeline, name, iters=None, extra_overrides=()):
+    """Run ``gtplus train --auto_resume`` on a filled template in OUT (skipped when its last checkpoint exists).
+
+    Args:
+        out (str): the pipeline's output folder (the training runs with it as the current directory).
+        pipeline (str): template folder name, e.g. 'enhanced_supervision'.
+        name (str): the stage, e.g. 'restorer'.
+        iters (int | None): shorten training to this many iterations (a preview).
+        extra_overrides (tuple[str]): further ``--force_yml`` entries.
+
+    Returns:
+        str: the last checkpoint.
+    """
+    weights = latest_weights(out, name)
+    if osp.isfile(weights):
+        return weights
+    opt_file = fill_template(out, pipeline, name)
+    logger().info(f'quickstart: training {name} ({opt_file})')
+    cmd = train_command(opt_file, iteration_overrides(iters) + list(extra_overrides))
+    proc = subprocess.run(cmd, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f'quickstart stage {name} failed:\n{proc.stderr[-3000:]}')
+    return weights
+
+
+class StageTimer:
+    """Runs stages and keeps their wall times (seconds, one decimal) for the report."""
+
+    def __init__(self):
+        self.start = time.time()
+        self.timings = {}
+
+    def __call__(self, stage, fn, *args, **kwargs):
+        t0 = time.time()
+        result = fn(*args, **kwargs)
+        self.timings[stage] = round(time.time() - t0, 1)
+        logger().info(f'quickstart: {stage} done in {self.timings[stage]} s')
+        return result
+
+    def report(self):
+        """{stage: seconds, 'total': seconds}."""
+        return dict(self.timings, total=round(time.time() - self.start, 1))

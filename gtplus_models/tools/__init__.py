@@ -1,0 +1,16 @@
+"""The engines behind the ``gtplus`` verbs: explicit keyword arguments in, files out, importable and testable.
+
+One module per job; a tool never parses command lines (that is ``gtplus_models/commands``) and never trains
+(that is the models, driven by ``gtplus train``):
+
+- ``super_resolve.py``: GT-size SR variants of a GT dataset through an enhancer (``gtplus super-resolve-gt``);
+- ``enhance_gt.py``: the enhanced GT Î(c) of a dataset from a trained CFMG (``gtplus enhance-gt``);
+- ``refine.py``: any restorer + ORNet at chosen c over a folder or LMDB (``gtplus refine``);
+- ``tiling.py``: tiled inference shared by the tools above;
+- ``scoring.py``: NR-IQA scores as a side file plus histogram (``gtplus score``);
+- ``figures.py``: labelled strips, grids, masks and previews that tools write beside their outputs.
+
+A new tool (a synthesizer's offline writer, a degradation report) goes here as ``<name>.py``; it writes data
+through :mod:`gtplus_data.lmdb_writer` / :mod:`gtplus_data.lmdb_shards`, images through
+:mod:`gtplus_data.image_util`, and scores through :mod:`gtplus_models.quality`.
+"""
