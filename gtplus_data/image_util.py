@@ -122,13 +122,12 @@ def write_png(path, img, compress_level=None):
         str: ``path``.
     """
     data = encode_png(img, compress_level)
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     tmp = f'{path}.tmp.png'
     try:
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
         with open(tmp, 'wb') as f:
             f.write(data)
-    except OSError as err:
+    except OSError as err:  # e.g. a parent that is a file: name the PNG, not only the errno
         raise OSError(f'cannot write {path}: {err}') from None
     os.replace(tmp, path)  # a killed run never leaves half a PNG under the final name
     return path

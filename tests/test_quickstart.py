@@ -3,6 +3,7 @@ import json
 import os
 
 import cv2
+import pytest
 
 from conftest import run_cli
 
@@ -25,3 +26,42 @@ def test_quickstart_preview_runs_every_stage(tmp_path):
     proc = run_cli(['quickstart', str(out), '--size', '128', '--iters', '3'], cwd=tmp_path, timeout=300)
     assert 'quickstart: training' not in proc.stderr
     assert json.loads((out / 'report.json').read_text())['mean'] == report['mean']
+
+
+def test_pipeline_choice_runs_one_into_out_or_all_into_out_name(tmp_path, monkeypatch):
+    """--pipeline NAME writes into OUT itself (as `make quickstart` expects); all runs each into OUT/NAME."""
+    import types
+
+    import gtplus_models.quickstart as quickstart
+    calls = []
+
+    def fake(name):
+        return types.SimpleNamespace(NAME=name, run=lambda out, **kw: calls.append((name, out, kw)) or {'n': name})
+
+    monkeypatch.setattr(quickstart, 'pipelines', lambda: {'first': fake('first'), 'second': fake('second')})
+    assert quickstart.run_quickstart(str(tmp_path), 'second', size=128) == {'second': {'n': 'second'}}
+    assert calls == [('second', str(tmp_path), {'size': 128})]
+    calls.clear()
+    assert list(quickstart.run_quickstart(str(tmp_path), 'all', iters=3)) == ['first', 'second']
+    assert calls == [('first', str(tmp_path / 'first'), {'iters': 3}), ('second', str(tmp_path / 'second'),
+                                                                       {'iters': 3})]
+    with pytest.raises(ValueError, match="unknown quickstart pipeline 'third'; choose from first, second or all"):
+        quickstart.run_quickstart(str(tmp_path), 'third')
+
+
+def test_every_registered_pipeline_has_templates_and_a_run():
+    import inspect
+
+    import gtplus_models.quickstart as quickstart
+    from gtplus_models.quickstart.common import TEMPLATES
+    found = quickstart.pipelines()
+    assert quickstart.DEFAULT_PIPELINE in found
+    for name, module in found.items():
+        assert os.path.isdir(os.path.join(TEMPLATES, module.TEMPLATES)), name
+        assert list(inspect.signature(module.run).parameters) == ['out', 'size', 'iters', 'cond'], name
+
+
+def test_unknown_pipeline_flag_is_a_usage_error(tmp_path):
+    proc = run_cli(['quickstart', str(tmp_path / 'q'), '--pipeline', 'nope'], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr
+    assert not (tmp_path / 'q').exists()
