@@ -108,20 +108,18 @@ def test_the_released_cfmg_is_loaded_with_its_fftshift(path):
 
 
 def test_joint_train_datasets_build_on_tiny_data(tmp_path):
-    """The joint option files' train datasets build through basicsr, with every root replaced by a tiny LMDB."""
+    """The joint option files' train datasets build through basicsr, with every root replaced by a tiny folder."""
+    import cv2
     import numpy as np
     from basicsr.data import build_dataset
 
     import gtplus_data  # noqa: F401  (registers the datasets)
-    from gtplus_data.lmdb_writer import LmdbWriter
 
-    def tiny_lmdb(path, num):
-        if not os.path.isdir(path):
-            rng = np.random.RandomState(num)
-            with LmdbWriter(path) as writer:
-                for i in range(num):
-                    writer.put_image(f'k{i}', rng.rand(8, 8, 3).astype(np.float32))
-                writer.finalize()
+    def tiny_folder(path, num):
+        os.makedirs(path, exist_ok=True)
+        rng = np.random.RandomState(num)
+        for i in range(num):
+            cv2.imwrite(os.path.join(path, f'k{i}.png'), rng.randint(0, 256, (8, 8, 3), dtype=np.uint8))
         return path
 
     for stage in ('CFMG', 'ORNet'):
@@ -130,9 +128,9 @@ def test_joint_train_datasets_build_on_tiny_data(tmp_path):
         for index, entry in enumerate(train['datasets']):
             num = 3 + index  # SIDD: 3 images, GoPro: 4
             sizes.append(num * entry.get('repeat', 1))
-            entry['dataroot_gt'] = tiny_lmdb(str(tmp_path / f'{index}_gt.lmdb'), num)
-            entry['dataroot_variants'] = [tiny_lmdb(str(tmp_path / f'{index}_v{v}.lmdb'), num) for v in range(3)]
-            entry['gt_size'] = 8
+            entry['dataroot_gt'] = tiny_folder(str(tmp_path / f'{index}_gt'), num)
+            entry['dataroot_variants'] = [tiny_folder(str(tmp_path / f'{index}_v{v}'), num) for v in range(3)]
+            entry.update(io_backend={'type': 'disk'}, gt_size=8)
         train['phase'] = 'train'
         dataset = build_dataset(train)
         assert len(dataset) == sum(sizes) == 3 + 15 * 4
