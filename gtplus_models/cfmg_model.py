@@ -1,12 +1,15 @@
 """Stage 1 of enhanced supervision: train the conditional frequency mask generator (CFMG)."""
+from collections import OrderedDict
+
 import torch
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-from collections import OrderedDict
 
 from gtplus_models.checkpoints import OfficialCheckpointMixin
-from gtplus_models.enhanced_supervision import DEFAULT_COND, draw_condition, enhance, stack_sources
+from gtplus_models.enhanced_supervision import (DEFAULT_COND, DEFAULT_FIDELITY_OPT, draw_condition, enhance,
+                                                official_cfmg_shift_warning, stack_sources)
 from gtplus_models.quality_loss import GTPlusQualityReward, quality_fidelity_loss
 
 
@@ -19,16 +22,25 @@ class CFMGModel(OfficialCheckpointMixin, SRModel):
 
     Data: ``gt`` [B,3,H,W] and ``variants`` [B,N,3,H,W] in [0,1] (GTPlusPairedVariantsDataset with
     ``dataroot_variants``). Options (``train``):
-        fidelity_opt: a basicsr loss (default MSELoss), Î vs GT.
+        fidelity_opt: a basicsr loss, Î vs GT (both [0,1]). Default ``{type: MSELoss, loss_weight: 4.0}``: the
+            official code takes the MSE on [-1,1] tensors, which is 4x the MSE on [0,1], so this keeps the official
+            balance between fidelity and the quality reward at every c.
         quality_opt: ``{metrics: [{name, weight, weights_path}]}`` for :class:`GTPlusQualityReward`.
         grad_clip (float, optional): max gradient norm (official: 1.0).
     Validation (``val.cond``, default 0.3) runs at a fixed c; ``result`` is clamp(Î(c)).
     """
 
+    def __init__(self, opt):
+        warning = official_cfmg_shift_warning(opt.get('network_g'), (opt.get('path') or {}).get('pretrain_network_g'),
+                                              'path.pretrain_network_g')
+        if warning:
+            get_root_logger().warning(warning)
+        super().__init__(opt)
+
     def init_training_settings(self):
         self.net_g.train()
         train_opt = self.opt['train']
-        self.cri_fidelity = build_loss(train_opt.get('fidelity_opt') or {'type': 'MSELoss'}).to(self.device)
+        self.cri_fidelity = build_loss(dict(train_opt.get('fidelity_opt') or DEFAULT_FIDELITY_OPT)).to(self.device)
         quality_opt = train_opt.get('quality_opt')
         self.quality_reward = (GTPlusQualityReward(**quality_opt, device=str(self.device))
                                if quality_opt else None)

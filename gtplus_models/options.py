@@ -98,9 +98,10 @@ def check_types(opt, is_train):
     _require_type('path', opt['path'], (dict, ), 'a mapping')
     for phase, dataset in opt['datasets'].items():
         _require_type(f'datasets.{phase}', dataset, (dict, ), 'a mapping')
-        for key in ['batch_size_per_gpu', 'num_worker_per_gpu', 'gt_size', 'dataset_enlarge_ratio']:
-            if dataset.get(key) is not None:
-                _require_type(f'datasets.{phase}.{key}', dataset[key], (int, ), 'an integer')
+        for key, entry in _walk_datasets(f'datasets.{phase}', dataset):
+            for name in ['batch_size_per_gpu', 'num_worker_per_gpu', 'gt_size', 'dataset_enlarge_ratio', 'repeat']:
+                if entry.get(name) is not None:
+                    _require_type(f'{key}.{name}', entry[name], (int, ), 'an integer')
     if is_train:
         if not isinstance(opt.get('train'), dict):
             raise OptionsError("A training option file needs a 'train' mapping.")
@@ -123,6 +124,19 @@ def check_types(opt, is_train):
             _require_type('val.val_freq', val_freq, (int, ), 'an integer')
 
 
+def _walk_datasets(key, dataset):
+    """Yield ``(key, mapping)`` for a dataset's options and, recursively, those of the datasets it is made of (the
+    ``datasets:`` list of GTPlusConcatDataset), keyed like ``datasets.train.datasets[1]``."""
+    yield key, dataset
+    entries = dataset.get('datasets')
+    if entries is None:
+        return
+    _require_type(f'{key}.datasets', entries, (list, ), 'a list of dataset option mappings')
+    for index, entry in enumerate(entries):
+        _require_type(f'{key}.datasets[{index}]', entry, (dict, ), 'a dataset option mapping')
+        yield from _walk_datasets(f'{key}.datasets[{index}]', entry)
+
+
 def _check_registered(registry, name, key):
     if name not in registry:
         raise OptionsError(f'{key}: {unknown_name_message(registry._name, name, list(registry.keys()))}')
@@ -138,9 +152,10 @@ def check_registry_names(opt):
                 raise OptionsError(f'{key} has no type.')
             _check_registered(ARCH_REGISTRY, value['type'], f'{key}.type')
     for phase, dataset in opt['datasets'].items():
-        if 'type' not in dataset:
-            raise OptionsError(f'datasets.{phase} has no type.')
-        _check_registered(DATASET_REGISTRY, dataset['type'], f'datasets.{phase}.type')
+        for key, entry in _walk_datasets(f'datasets.{phase}', dataset):
+            if 'type' not in entry:
+                raise OptionsError(f'{key} has no type.')
+            _check_registered(DATASET_REGISTRY, entry['type'], f'{key}.type')
     for key, value in (opt.get('train') or {}).items():
         # Loss options end in _opt; optimisers and schedulers are torch classes, not registry entries.
         if key.endswith('_opt') and not key.startswith('optim') and isinstance(value, dict) and 'type' in value:
@@ -168,17 +183,20 @@ def check_optimizers_and_scheduler(train_opt):
 
 
 def check_paths(opt):
-    """Every ``dataroot_*``, ``meta_info_file`` and ``pretrain_network_*`` given must exist."""
+    """Every ``dataroot_*``, ``meta_info_file`` (nested dataset lists included) and ``pretrain_network_*`` given must
+    exist."""
     for phase, dataset in opt['datasets'].items():
-        backend = (dataset.get('io_backend') or {}).get('type', 'disk')
-        for key, value in dataset.items():
-            if not (key.startswith('dataroot') or key == 'meta_info_file') or value is None or backend == 'memcached':
-                continue
-            for path in value if isinstance(value, list) else [value]:
-                if not isinstance(path, str):
-                    raise OptionsError(f'datasets.{phase}.{key} must be a path string, got {path!r}.')
-                if not osp.exists(osp.expanduser(path)):
-                    raise OptionsError(f'datasets.{phase}.{key} points to {path}, which does not exist.')
+        for prefix, entry in _walk_datasets(f'datasets.{phase}', dataset):
+            backend = (entry.get('io_backend') or {}).get('type', 'disk')
+            for key, value in entry.items():
+                if not (key.startswith('dataroot') or key == 'meta_info_file') or value is None or \
+                        backend == 'memcached':
+                    continue
+                for path in value if isinstance(value, list) else [value]:
+                    if not isinstance(path, str):
+                        raise OptionsError(f'{prefix}.{key} must be a path string, got {path!r}.')
+                    if not osp.exists(osp.expanduser(path)):
+                        raise OptionsError(f'{prefix}.{key} points to {path}, which does not exist.')
     for key, value in opt['path'].items():
         if key.startswith('pretrain_network') and value is not None:
             if not isinstance(value, str) or not osp.isfile(osp.expanduser(value)):

@@ -8,29 +8,46 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from gtplus_models.checkpoints import OfficialCheckpointMixin, build_frozen_network
-from gtplus_models.enhanced_supervision import (DEFAULT_COND, condition_tensor, draw_condition, enhance,
-                                                 stack_sources)
+from gtplus_models.enhanced_supervision import (DEFAULT_CLAMP_OUTPUT, DEFAULT_COND, DEFAULT_COND_PER_SAMPLE,
+                                                DEFAULT_PIXEL_OPT, condition_tensor, draw_condition, enhance,
+                                                official_cfmg_shift_warning, stack_sources)
 from gtplus_models.quality_loss import GTPlusQualityReward
 
 INPUT_MODES = ('gt', 'restorer')
+
+
+def _flag(train_opt, key, default):
+    # A quoted 'false' in YAML is a non-empty string, which bool() would read as true.
+    value = train_opt.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f'train.{key} must be true or false, got {value!r}.')
+    return value
 
 
 @MODEL_REGISTRY.register()
 class ORNetModel(OfficialCheckpointMixin, SRModel):
     """Trains ``network_g`` (an ORNet) against targets from a frozen CFMG.
 
-    Per sample, c ~ U(0,1); the target is ``clamp(Î(c))`` from the frozen CFMG (eval mode, same c) and the loss is
-    ``L1(ORNet(x, c), Î(c))`` plus optional perceptual terms against the GT: ``train.perceptual_iqa_opt``
-    (pyiqa full-reference metrics through the quality adapter; the official recipe is
-    ``{metrics: [{name: lpips, weight: 0.03}, {name: dists, weight: 0.03}]}``) and/or ``train.perceptual_opt``
-    (basicsr's VGG PerceptualLoss; its weights come from a local file).
+    Each step draws c ~ U(0,1) (one value for the batch, as the official code; or one per sample); the target is
+    ``clamp(Î(c))`` from the frozen CFMG (eval mode, same c) and the loss is ``pixel(clamp(ORNet(x, c)), Î(c))`` plus
+    optional perceptual terms against the GT: ``train.perceptual_iqa_opt`` (pyiqa full-reference metrics through the
+    quality adapter; the official recipe is ``{metrics: [{name: lpips, weight: 0.03}, {name: dists, weight: 0.03}]}``)
+    and/or ``train.perceptual_opt`` (basicsr's VGG PerceptualLoss; its weights come from a local file).
 
     Options:
-        network_cfmg + path.pretrain_network_cfmg: the frozen CFMG (required in training).
+        network_cfmg + path.pretrain_network_cfmg: the frozen CFMG (required in training). The released CFMG.pkl
+            needs ``official_fftshift: true`` (a warning says so when the file is named like it and the flag is off).
+        train.pixel_opt: a basicsr loss, ORNet output vs Î(c) (both [0,1]). Default
+            ``{type: L1Loss, loss_weight: 2.0}``: the official L1 is taken on [-1,1] tensors, 2x the L1 on [0,1].
+        train.cond_per_sample (bool): draw one c per sample instead of one per step. Default false (official).
+        train.clamp_output (bool): clamp ORNet's output to [0,1] before the pixel loss, as the official code does
+            (pixels outside [0,1] then get no gradient from it). Default true.
         ornet_input: 'gt' (the paper: ORNet sees the GT) or 'restorer' (ORNet sees a frozen restorer's output on
             the LQ; needs network_restorer + path.pretrain_network_restorer and ``lq`` in the data). Default:
             'restorer' when network_restorer is given, else 'gt'.
         val.cond: c used in validation and testing (default 0.3, the official hard-coded value).
+
+    Log: ``l_pix`` (and ``l_percep``/``l_style``, ``l_iqa`` with each ``iqa_*`` score when configured).
 
     Data: ``gt`` [B,3,H,W], ``variants`` [B,N,3,H,W] (training), ``lq`` [B,3,H,W] (restorer mode), all in [0,1].
     In validation/testing the input is the GT (mode 'gt') or restorer(lq), and ``result`` = ORNet(input, c).
@@ -50,8 +67,11 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
         key = f'network_{name}'
         if not self.opt.get(key):
             raise ValueError(f'{key} is required by ORNetModel here (with path.pretrain_{key}).')
-        net = build_frozen_network(self.opt[key], self.opt['path'].get(f'pretrain_{key}'), f'path.pretrain_{key}',
-                                   self.device)
+        weights_path = self.opt['path'].get(f'pretrain_{key}')
+        warning = official_cfmg_shift_warning(self.opt[key], weights_path, f'path.pretrain_{key}')
+        if warning:
+            get_root_logger().warning(warning)
+        net = build_frozen_network(self.opt[key], weights_path, f'path.pretrain_{key}', self.device)
         get_root_logger().info(f'Frozen {key} [{net.__class__.__name__}] loaded.')
         return net
 
@@ -59,7 +79,9 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
         self.net_g.train()
         train_opt = self.opt['train']
         self.net_cfmg = self.frozen('cfmg')
-        self.cri_pix = build_loss(train_opt.get('pixel_opt') or {'type': 'L1Loss'}).to(self.device)
+        self.cri_pix = build_loss(dict(train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT)).to(self.device)
+        self.cond_per_sample = _flag(train_opt, 'cond_per_sample', DEFAULT_COND_PER_SAMPLE)
+        self.clamp_output = _flag(train_opt, 'clamp_output', DEFAULT_CLAMP_OUTPUT)
         perceptual = train_opt.get('perceptual_opt')
         self.cri_perceptual = build_loss(perceptual).to(self.device) if perceptual else None
         iqa_opt = train_opt.get('perceptual_iqa_opt')
@@ -82,13 +104,13 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
     def optimize_parameters(self, current_iter):
         if self.sources is None:
             raise KeyError("ORNetModel training needs 'variants' in the data (set dataroot_variants).")
-        cond = draw_condition(self.gt.shape[0], self.device, per_sample=True)
+        cond = draw_condition(self.gt.shape[0], self.device, per_sample=self.cond_per_sample)
         with torch.no_grad():
             target = enhance(self.net_cfmg, self.gt, self.sources, cond)[0].clamp(0, 1)
         self.optimizer_g.zero_grad()
         self.output = self.net_g(self.lq, cond)
         loss_dict = OrderedDict()
-        l_pix = self.cri_pix(self.output, target)
+        l_pix = self.cri_pix(self.output.clamp(0, 1) if self.clamp_output else self.output, target)
         loss_dict['l_pix'] = l_pix
         l_total = l_pix
         if self.cri_perceptual is not None:

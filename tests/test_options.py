@@ -61,6 +61,43 @@ def test_missing_dataroot_names_key_and_path(tmp_path, base_opt):
     expect_error(tmp_path, base_opt, 'datasets.val.dataroot_lq', str(tmp_path / 'nowhere'))
 
 
+def joint_train_dataset(base_opt):
+    """Make the train set a GTPlusConcatDataset of two copies of the paired folders (the second repeated 2x)."""
+    train = base_opt['datasets']['train']
+    entry = {key: train.pop(key) for key in ['type', 'dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'io_backend',
+                                             'gt_size', 'use_hflip', 'use_rot']}
+    train.update(type='GTPlusConcatDataset', datasets=[dict(entry), dict(entry, repeat=2)])
+    return train
+
+
+def test_nested_datasets_are_checked_and_named(tmp_path, base_opt):
+    train = joint_train_dataset(base_opt)
+    opt, _ = parse(tmp_path, base_opt)
+    assert opt['datasets']['train']['type'] == 'GTPlusConcatDataset'
+    train['datasets'][1]['dataroot_gt'] = str(tmp_path / 'nowhere')
+    expect_error(tmp_path, base_opt, 'datasets.train.datasets[1].dataroot_gt', str(tmp_path / 'nowhere'))
+
+
+@pytest.mark.parametrize('key, value, fragment', [
+    ('type', 'PairedImageDatset', "datasets.train.datasets[1].type"),
+    ('repeat', 1.5, 'datasets.train.datasets[1].repeat'),
+    ('gt_size', '16', 'datasets.train.datasets[1].gt_size'),
+])
+def test_nested_dataset_names_and_types(tmp_path, base_opt, key, value, fragment):
+    joint_train_dataset(base_opt)['datasets'][1][key] = value
+    message = expect_error(tmp_path, base_opt, fragment)
+    if key == 'type':
+        assert 'PairedImageDataset' in message  # the closest registered name
+
+
+def test_nested_datasets_must_be_a_list_of_mappings(tmp_path, base_opt):
+    train = joint_train_dataset(base_opt)
+    train['datasets'].append('GT')
+    expect_error(tmp_path, base_opt, 'datasets.train.datasets[2] must be a dataset option mapping')
+    train['datasets'] = {'type': 'PairedImageDataset'}
+    expect_error(tmp_path, base_opt, 'datasets.train.datasets must be a list')
+
+
 def test_missing_pretrain_names_key_and_path(tmp_path, base_opt):
     base_opt['path']['pretrain_network_g'] = str(tmp_path / 'net_g.pth')
     expect_error(tmp_path, base_opt, 'path.pretrain_network_g', str(tmp_path / 'net_g.pth'))

@@ -45,3 +45,93 @@ def test_shipped_option_file_is_valid(path):
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
         if metric['type'] == 'calculate_pyiqa':
             assert metric['metric'] in pyiqa.list_models(), name
+
+
+def load_shipped(name):
+    from gtplus_models.options import load_yaml
+    paths = [p for p in SHIPPED if os.path.basename(p) == name]
+    assert len(paths) == 1, name
+    return load_yaml(paths[0])
+
+
+def train_dataset_entries(opt):
+    """The train dataset's options and, for a GTPlusConcatDataset, those of each entry."""
+    from gtplus_models.options import _walk_datasets
+    return [entry for _, entry in _walk_datasets('datasets.train', opt['datasets']['train'])]
+
+
+def test_joint_sidd_gopro_options_repeat_gopro_15_times():
+    for stage in ('CFMG', 'ORNet'):
+        opt = load_shipped(f'train_{stage}_SIDD_GoPro.yml')
+        train = opt['datasets']['train']
+        assert train['type'] == 'GTPlusConcatDataset'
+        roots = [(entry['dataroot_gt'], entry.get('repeat', 1)) for entry in train['datasets']]
+        assert roots == [('datasets/SIDD/train/gt_crops.lmdb', 1), ('datasets/GoPro/train/gt_crops.lmdb', 15)]
+        assert {key for key in opt['datasets'] if key.startswith('val')} == {'val_1', 'val_2'}
+
+
+@pytest.mark.parametrize('path', [p for p in SHIPPED if os.sep + 'train' + os.sep in p],
+                         ids=lambda p: os.path.basename(p))
+def test_paper_scale_training_uses_the_official_effective_loss_scales(path):
+    """The official code takes its losses on [-1,1] tensors: MSE x4 and L1 x2 against gtplus's [0,1] ones."""
+    from gtplus_models.enhanced_supervision import OFFICIAL_L1_WEIGHT, OFFICIAL_MSE_WEIGHT
+    from gtplus_models.options import load_yaml
+    opt = load_yaml(path)
+    train = opt['train']
+    for entry in train_dataset_entries(opt):
+        if 'type' in entry and entry['type'] != 'GTPlusConcatDataset':
+            assert entry['use_hflip'] is True and entry['use_rot'] is False  # official: horizontal flips only
+    assert train['grad_clip'] == 1.0 and train['warmup_iter'] == 500
+    assert train['optim_g']['type'] == 'AdamW' and train['optim_g']['weight_decay'] == pytest.approx(1e-2)
+    if opt['model_type'] == 'CFMGModel':
+        assert train['fidelity_opt'] == {'type': 'MSELoss', 'loss_weight': OFFICIAL_MSE_WEIGHT, 'reduction': 'mean'}
+        assert OFFICIAL_MSE_WEIGHT == 4.0
+    else:
+        assert opt['model_type'] == 'ORNetModel'
+        assert train['pixel_opt'] == {'type': 'L1Loss', 'loss_weight': OFFICIAL_L1_WEIGHT, 'reduction': 'mean'}
+        assert OFFICIAL_L1_WEIGHT == 2.0
+        assert train['clamp_output'] is True and train['cond_per_sample'] is False
+
+
+@pytest.mark.parametrize('path', SHIPPED, ids=lambda p: os.path.relpath(p, REPO))
+def test_the_released_cfmg_is_loaded_with_its_fftshift(path):
+    """A CFMG whose weights are the released CFMG.pkl must shift over all axes, as the released code did."""
+    from gtplus_models.enhanced_supervision import official_cfmg_shift_warning
+    from gtplus_models.options import load_yaml
+    opt = load_yaml(path)
+    for key, value in opt['path'].items():
+        if key.startswith('pretrain_network_') and value:
+            network = opt[key[len('pretrain_'):]]
+            assert official_cfmg_shift_warning(network, value, f'path.{key}') is None, key
+            if os.path.basename(value) == 'CFMG.pkl':
+                assert network['official_fftshift'] is True
+
+
+def test_joint_train_datasets_build_on_tiny_data(tmp_path):
+    """The joint option files' train datasets build through basicsr, with every root replaced by a tiny folder."""
+    import cv2
+    import numpy as np
+    from basicsr.data import build_dataset
+
+    import gtplus_data  # noqa: F401  (registers the datasets)
+
+    def tiny_folder(path, num):
+        os.makedirs(path, exist_ok=True)
+        rng = np.random.RandomState(num)
+        for i in range(num):
+            cv2.imwrite(os.path.join(path, f'k{i}.png'), rng.randint(0, 256, (8, 8, 3), dtype=np.uint8))
+        return path
+
+    for stage in ('CFMG', 'ORNet'):
+        train = load_shipped(f'train_{stage}_SIDD_GoPro.yml')['datasets']['train']
+        sizes = []
+        for index, entry in enumerate(train['datasets']):
+            num = 3 + index  # SIDD: 3 images, GoPro: 4
+            sizes.append(num * entry.get('repeat', 1))
+            entry['dataroot_gt'] = tiny_folder(str(tmp_path / f'{index}_gt'), num)
+            entry['dataroot_variants'] = [tiny_folder(str(tmp_path / f'{index}_v{v}'), num) for v in range(3)]
+            entry.update(io_backend={'type': 'disk'}, gt_size=8)
+        train['phase'] = 'train'
+        dataset = build_dataset(train)
+        assert len(dataset) == sum(sizes) == 3 + 15 * 4
+        assert dataset[len(dataset) - 1]['variants'].shape == (3, 3, 8, 8)
