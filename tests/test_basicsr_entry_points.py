@@ -202,3 +202,155 @@ def test_failing_gtplus_import_shows_the_real_error(tmp_path):
     assert 'RuntimeError: broken gtplus_data for the test' in proc.stderr
     assert basicsr_hook.DISABLE_VARIABLE in proc.stderr  # the note says where the error came from
     assert 'No object named' not in proc.stderr
+
+
+# In-process tests of the hook itself, on a fresh copy of basicsr.utils.registry (its own Registry class), so the
+# registries the rest of the test session uses are never touched.
+
+PLUGIN = '''
+import basicsr.utils.registry as registry  # the fresh copy under test
+
+registry.EVENTS.append('import')
+{body}
+assert 'early' not in registry.TOY  # a lookup while the plugin imports reaches basicsr's method: no recursion
+
+
+class ToyNet:
+    pass
+
+
+registry.TOY.register(ToyNet)
+get_before = registry.Registry.get
+
+
+def get(self, name, suffix='basicsr'):
+    """Stands in for gtplus's patch_registry_lookup, which replaces Registry.get during the import."""
+    registry.EVENTS.append('get ' + name)
+    return get_before(self, name, suffix)
+
+
+registry.Registry.get = get
+'''
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch, tmp_path):
+    """Returns ``load(plugin_body='')``: writes a plugin module standing in for the gtplus packages, then imports a
+    fresh ``basicsr.utils.registry`` (through the finder when it is installed) with ``EVENTS`` and a ``TOY``
+    registry. The hook's state, ``sys.meta_path`` and basicsr's registry module are restored afterwards."""
+    import basicsr.utils
+    monkeypatch.delenv(basicsr_hook.DISABLE_VARIABLE, raising=False)
+    monkeypatch.setattr(basicsr_hook, '_STATE', {'wrapped': None, 'loading': False, 'lock': None})
+    monkeypatch.setattr(sys, 'meta_path', [f for f in sys.meta_path
+                                           if not isinstance(f, basicsr_hook._BasicsrRegistryFinder)])
+    monkeypatch.setattr(basicsr.utils, 'registry', basicsr.utils.registry)
+    monkeypatch.delitem(sys.modules, basicsr_hook.REGISTRY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = f'toy_plugin_{uuid.uuid4().hex[:8]}'
+    monkeypatch.setattr(basicsr_hook, 'GTPLUS_PACKAGES', (plugin,))
+
+    def load(plugin_body=''):
+        (tmp_path / f'{plugin}.py').write_text(PLUGIN.format(body=plugin_body))
+        module = importlib.import_module(basicsr_hook.REGISTRY_MODULE)
+        module.EVENTS = []
+        module.TOY = module.Registry('toy')
+        return module
+
+    yield load
+    sys.modules.pop(plugin, None)
+
+
+def hook_lookups(registry_class):
+    return [name for name in basicsr_hook.LOOKUP_METHODS
+            if getattr(registry_class.__dict__[name], '_gtplus_basicsr_hook', False)]
+
+
+def test_install_is_idempotent_and_first_lookup_imports_once(fresh_registry):
+    assert basicsr_hook.hook_state() == 'off'
+    assert basicsr_hook.install_basicsr_hook() is True
+    assert basicsr_hook.install_basicsr_hook() is False
+    assert isinstance(sys.meta_path[0], basicsr_hook._BasicsrRegistryFinder)
+    assert sum(isinstance(f, basicsr_hook._BasicsrRegistryFinder) for f in sys.meta_path) == 1
+    registry = fresh_registry()
+    assert type(registry.__loader__).__name__ == 'SourceFileLoader'  # the module looks as if never hooked
+    assert registry.__spec__.loader is registry.__loader__
+    cls = registry.Registry
+    assert hook_lookups(cls) == list(basicsr_hook.LOOKUP_METHODS)
+    basicsr_methods = {name: cls.__dict__[name].__wrapped__ for name in basicsr_hook.LOOKUP_METHODS}
+    assert basicsr_hook.hook_state() == 'armed' and registry.EVENTS == []  # registering imports nothing
+
+    assert registry.TOY.get('ToyNet').__name__ == 'ToyNet'
+    # the plugin was imported, then the call went on to the get the plugin installed
+    assert registry.EVENTS == ['import', 'get ToyNet']
+    assert hook_lookups(cls) == [] and basicsr_hook.hook_state() == 'done'
+    assert cls.get is not basicsr_methods['get']  # the plugin's get is kept
+    for name in ('__contains__', '__iter__', 'keys'):
+        assert cls.__dict__[name] is basicsr_methods[name]  # basicsr's own methods are back
+    assert 'ToyNet' in registry.TOY and registry.EVENTS.count('import') == 1
+    assert basicsr_hook.install_basicsr_hook() is False  # nothing to do once the hook has run
+
+
+@pytest.mark.parametrize('first_lookup', [lambda r: 'ToyNet' in r, lambda r: list(r.keys()), lambda r: list(r)])
+def test_every_lookup_method_triggers_the_import(fresh_registry, first_lookup):
+    basicsr_hook.install_basicsr_hook()
+    registry = fresh_registry()
+    first_lookup(registry.TOY)
+    assert registry.EVENTS == ['import'] and 'ToyNet' in registry.TOY.keys()
+
+
+def test_hook_wraps_an_already_imported_registry_and_uninstalls(fresh_registry):
+    registry = fresh_registry()  # imported before the hook exists
+    assert hook_lookups(registry.Registry) == []
+    assert basicsr_hook.install_basicsr_hook() is True
+    assert hook_lookups(registry.Registry) == list(basicsr_hook.LOOKUP_METHODS)
+    assert basicsr_hook.uninstall_basicsr_hook() is True
+    assert hook_lookups(registry.Registry) == [] and basicsr_hook.hook_state() == 'off'
+    assert 'ToyNet' not in registry.TOY and registry.EVENTS == []
+
+
+def test_rearm_after_get_is_replaced(fresh_registry):
+    """As when gtplus_arch is imported first: patch_registry_lookup replaces get before any lookup."""
+    basicsr_hook.install_basicsr_hook()
+    registry = fresh_registry()
+    cls = registry.Registry
+    stale = cls.get  # what basicsr_patches.ORIGINALS would remember: the hook's stand-in
+    replaced = []
+
+    def patched_get(self, name, suffix='basicsr'):
+        replaced.append(name)
+        return stale.__wrapped__(self, name, suffix)
+
+    cls.get = patched_get
+    assert basicsr_hook.rearm_basicsr_hook() is True
+    assert basicsr_hook.rearm_basicsr_hook() is False
+    assert registry.TOY.get('ToyNet').__name__ == 'ToyNet'
+    assert registry.EVENTS == ['import', 'get ToyNet'] and replaced == ['ToyNet']
+    # the stale stand-in now behaves as basicsr's own get, as an "original" should
+    del registry.EVENTS[:], replaced[:]
+    assert stale(registry.TOY, 'ToyNet').__name__ == 'ToyNet'
+    assert registry.EVENTS == [] and replaced == []
+
+
+def test_failed_import_raises_the_real_error_once(fresh_registry):
+    basicsr_hook.install_basicsr_hook()
+    registry = fresh_registry('raise RuntimeError("plugin is broken")')
+    with pytest.raises(RuntimeError, match='plugin is broken') as error:
+        registry.TOY.get('ToyNet')
+    if sys.version_info >= (3, 11):
+        assert basicsr_hook.DISABLE_VARIABLE in ''.join(error.value.__notes__)
+    assert hook_lookups(registry.Registry) == []
+    # not retried: a second import would stumble on names the first attempt registered, hiding the real error
+    with pytest.raises(KeyError, match='ToyNet'):
+        registry.TOY.get('ToyNet')
+    assert registry.EVENTS == ['import']
+
+
+def test_disable_variable(fresh_registry, monkeypatch):
+    monkeypatch.setenv(basicsr_hook.DISABLE_VARIABLE, '1')
+    assert basicsr_hook.install_basicsr_hook() is False
+    assert not any(isinstance(f, basicsr_hook._BasicsrRegistryFinder) for f in sys.meta_path)
+    monkeypatch.setenv(basicsr_hook.DISABLE_VARIABLE, '0')  # 0 means "not disabled"
+    assert basicsr_hook.install_basicsr_hook() is True
+    monkeypatch.setenv(basicsr_hook.DISABLE_VARIABLE, 'yes')  # also checked when the registry is imported
+    registry = fresh_registry()
+    assert hook_lookups(registry.Registry) == []
