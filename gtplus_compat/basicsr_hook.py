@@ -24,7 +24,6 @@ with a note naming the hook and the variable, and the hook is not tried again (a
 basicsr's duplicate-name assertion, which would hide the real error).
 """
 import importlib
-import importlib.abc
 import os
 import sys
 
@@ -45,7 +44,7 @@ def hook_disabled():
     return os.environ.get(DISABLE_VARIABLE, '').strip().lower() not in ('', '0', 'false', 'no', 'off')
 
 
-class _RestoringLoader(importlib.abc.Loader):
+class _RestoringLoader:
     """Runs the real loader of ``basicsr.utils.registry``, then calls ``on_loaded(module)``.
 
     Before running the module it puts the real loader back on the module and its spec, so the loaded module looks
@@ -71,11 +70,13 @@ class _RestoringLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-class _BasicsrRegistryFinder(importlib.abc.MetaPathFinder):
+class _BasicsrRegistryFinder:
     """Answers only for ``basicsr.utils.registry``, with the spec the other finders give and a wrapping loader.
 
     It sits first in ``sys.meta_path`` (to see the import before the path finder loads it) and costs one string
-    comparison for every other import.
+    comparison for every other import. Like the loader above, it is a plain class rather than an ``importlib.abc``
+    subclass: the import system needs only the methods, and ``importlib.abc`` (which imports importlib.resources)
+    would cost more interpreter start-up time than everything else gtplus_compat.pth does.
     """
 
     def __init__(self):
