@@ -56,7 +56,8 @@ class _RestoringLoader:
         self._on_loaded = on_loaded
 
     def create_module(self, spec):
-        return self._loader.create_module(spec)
+        create = getattr(self._loader, 'create_module', None)
+        return create(spec) if create is not None else None  # None: the default module creation
 
     def exec_module(self, module):
         module.__loader__ = self._loader
