@@ -1,5 +1,6 @@
 """Installs gtplus: the gtplus_arch, gtplus_data and gtplus_models packages, the gtplus_compat fixes, the ``gtplus``
-command and ``gtplus_compat.pth`` (which makes a plain ``import basicsr`` work on current torchvision)."""
+command and ``gtplus_compat.pth`` (which makes a plain ``import basicsr`` work on current torchvision, and lets
+basicsr's own train.py/test.py find gtplus types)."""
 import os
 
 from setuptools import find_packages, setup
