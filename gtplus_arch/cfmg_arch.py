@@ -35,11 +35,28 @@ class CFMG(nn.Module):
             the spatial axes only. True only to match released checkpoints.
         official_padding (bool): zero-pad the GT to the multiple of 2^num_levels before the features, as the released
             code does; False reflect-pads (see :func:`gtplus_arch.nafnet_arch.pad_to_multiple`).
+        logit_norm (float | None): standardise the head's logits over sources and rings of each sample (zero mean,
+            unit std), then scale them to this std, before the softmax over sources. Parameter-free, and unlike a
+            clamp it keeps a gradient everywhere. The released code has no normalisation (None).
+        logit_bound (float | None): squash the head's logits to (-bound, bound) with ``bound·tanh(logits/bound)``
+            before the softmax over sources. The released code has no bound (None): trained with a strong fidelity
+            term its logits run to hundreds, every ring's softmax saturates and the masks stop depending on c.
+            Adds no parameter, so official checkpoints still load.
+        cond_head (bool): also feed c to the head: ``fclayer_1(x) + cond_embed(c)`` (a new ``Linear(1, hidden)``,
+            zero-initialised so training starts from the released behaviour). In the released network c is one
+            constant input map among seven, which the first NAFBlock's channel LayerNorm and the global pooling
+            largely wash out. Adds the ``cond_embed`` parameters: official checkpoints load with ``strict_load_g:
+            false`` (the new layer keeps its zero start).
     """
 
     def __init__(self, num_sources=4, num_bins=25, base_sigma=0.05, width=32, num_levels=4, hidden=100, dropout=0.2,
-                 official_fftshift=False, official_padding=False):
+                 official_fftshift=False, official_padding=False, logit_norm=None, logit_bound=None,
+                 cond_head=False):
         super().__init__()
+        self.logit_norm = None if logit_norm is None else float(logit_norm)
+        if logit_bound is not None and not float(logit_bound) > 0:
+            raise ValueError(f'logit_bound must be a positive number or None, got {logit_bound!r}')
+        self.logit_bound = None if logit_bound is None else float(logit_bound)
         self.official_padding = official_padding
         self.num_sources, self.num_bins, self.base_sigma = num_sources, num_bins, base_sigma
         self.official_fftshift = official_fftshift
@@ -55,6 +72,11 @@ class CFMG(nn.Module):
         self.fclayer_1 = nn.Linear(channels, hidden)
         self.dropout_2 = nn.Dropout(dropout)
         self.fclayer_last = nn.Linear(hidden, num_sources * num_bins)
+        self.cond_embed = None
+        if cond_head:
+            self.cond_embed = nn.Linear(1, hidden)
+            nn.init.zeros_(self.cond_embed.weight)
+            nn.init.zeros_(self.cond_embed.bias)
         self.padder_size = 2**num_levels
         self.register_load_state_dict_pre_hook(_drop_unused_official_keys)
 
@@ -68,6 +90,18 @@ class CFMG(nn.Module):
         Returns:
             Tensor: [B, S, num_bins], a softmax over S.
         """
+        return torch.softmax(self.logits(gt, cond), dim=1)
+
+    def logits(self, gt, cond):
+        """The head's pre-softmax logits (bounded when ``logit_bound`` is set).
+
+        Args:
+            gt (Tensor): [B,3,H,W] RGB in [0,1].
+            cond (Tensor | float): c in [0,1], a [B] tensor or a scalar.
+
+        Returns:
+            Tensor: [B, S, num_bins].
+        """
         batch = gt.shape[0]
         x, _ = pad_to_multiple(gt, self.padder_size, self.official_padding)
         cond = torch.as_tensor(cond, dtype=gt.dtype, device=gt.device).reshape(-1, 1, 1, 1)
@@ -76,8 +110,16 @@ class CFMG(nn.Module):
         for encoder, down in zip(self.encoders, self.downs):
             x = down(encoder(x))
         x = self.middle_blks(x).mean(dim=(2, 3))
-        logits = self.fclayer_last(self.dropout_2(self.fclayer_1(self.dropout_1(x))))
-        return torch.softmax(logits.view(batch, self.num_sources, self.num_bins), dim=1)
+        hidden = self.fclayer_1(self.dropout_1(x))
+        if self.cond_embed is not None:
+            hidden = hidden + self.cond_embed(cond.reshape(-1, 1).expand(batch, 1))
+        logits = self.fclayer_last(self.dropout_2(hidden)).view(batch, self.num_sources, self.num_bins)
+        if self.logit_norm is not None:
+            flat = logits.reshape(batch, -1)
+            logits = self.logit_norm * (logits - flat.mean(1).view(-1, 1, 1)) / (flat.std(1).view(-1, 1, 1) + 1e-6)
+        if self.logit_bound is not None:
+            logits = self.logit_bound * torch.tanh(logits / self.logit_bound)
+        return logits
 
     def predict_masks(self, gt, cond):
         """Frequency masks for the sources.

@@ -58,10 +58,56 @@ def test_every_registered_pipeline_has_templates_and_a_run():
     assert quickstart.DEFAULT_PIPELINE in found
     for name, module in found.items():
         assert os.path.isdir(os.path.join(TEMPLATES, module.TEMPLATES)), name
-        assert list(inspect.signature(module.run).parameters) == ['out', 'size', 'iters', 'cond'], name
+        assert list(inspect.signature(module.run).parameters) == ['out', 'size', 'iters', 'cond', 'photos',
+                                                                  'holdout'], name
 
 
 def test_unknown_pipeline_flag_is_a_usage_error(tmp_path):
     proc = run_cli(['quickstart', str(tmp_path / 'q'), '--pipeline', 'nope'], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "invalid choice: 'nope'" in proc.stderr
     assert not (tmp_path / 'q').exists()
+
+
+def write_photo_folder(folder, names=('alpha', 'beta', 'gamma'), size=150):
+    """Three small 'photographs' (crops of the embedded photos, each a different scene) as PNG files."""
+    from gtplus_data.image_util import write_png
+    from gtplus_data.sample_photos import load_sample_photo, sample_photo_names
+    for name, source in zip(names, sample_photo_names()):
+        write_png(os.path.join(folder, f'{name}.png'), load_sample_photo(source)[:size, :size + 10])
+    return folder
+
+
+def test_own_photos_run_the_pipeline_holding_out_by_photo(tmp_path):
+    photos = write_photo_folder(str(tmp_path / 'mine'))
+    out = tmp_path / 'qs'
+    run_cli(['quickstart', str(out), '--photos', photos, '--holdout', 'beta', '--size', '128', '--iters', '2'],
+            cwd=tmp_path, timeout=900)
+    report = json.loads((out / 'report.json').read_text())
+    assert report['held_out_images'] == ['beta'] and report['settings']['photos'] == photos
+    assert sorted(os.listdir(out / 'refine' / 'refined_c0.30')) == ['beta.png']
+    from gtplus_data.image_source import ImageSource
+    assert ImageSource(str(out / 'data' / 'train_gt.lmdb')).keys == ['alpha', 'gamma']
+    # The options written for the user are complete YAML: no placeholder left, and they say where they came from.
+    for name in ('restorer', 'enhancer', 'cfmg', 'ornet'):
+        text = (out / 'options' / f'{name}.yml').read_text()
+        assert '${' not in text and text.startswith('# Written by `gtplus quickstart`'), name
+        assert str(out) in text
+
+
+def test_own_photos_errors_name_the_problem(tmp_path):
+    from gtplus_models.quickstart.common import load_photos, split_photos
+    photos = write_photo_folder(str(tmp_path / 'mine'))
+    loaded = load_photos(str(tmp_path / 'out'), 128, photos)
+    assert sorted(loaded) == ['alpha', 'beta', 'gamma'] and loaded['alpha'].shape == (128, 128, 3)
+    with pytest.raises(ValueError, match='--holdout names no photo: delta; the photos are: alpha, beta, gamma'):
+        split_photos(loaded, ['delta'])
+    with pytest.raises(ValueError, match='leaves no photo to train on'):
+        split_photos(loaded, ['alpha', 'beta', 'gamma'])
+    assert sorted(split_photos(loaded)[1]) == ['beta']  # every fourth by name, starting at the second
+    with pytest.raises(ValueError, match='smaller than --size 200'):
+        load_photos(str(tmp_path / 'out'), 200, photos)
+    os.rename(os.path.join(photos, 'alpha.png'), os.path.join(photos, 'al pha.png'))
+    with pytest.raises(ValueError, match='rename .*al pha.png'):
+        load_photos(str(tmp_path / 'out'), 128, photos)
+    proc = run_cli(['quickstart', str(tmp_path / 'q'), '--photos', str(tmp_path / 'none')], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith('gtplus quickstart: error:') and 'none' in proc.stderr

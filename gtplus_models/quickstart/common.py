@@ -23,14 +23,16 @@ def logger():
 
 
 def square_photo(img, size):
-    """HxWx3 uint8 -> size x size float32 [0,1]: area-resize the short side to ``size``, centre-crop."""
+    """HxWx3 uint8, or float32 RGB in [0,1] -> size x size float32 [0,1]: area-resize the short side to ``size``,
+    centre-crop. (uint8 is resized as uint8, which is what the embedded photos' numbers were measured with.)"""
     import cv2
     height, width = img.shape[:2]
     scale = size / min(height, width)
     resized = cv2.resize(img, (max(size, round(width * scale)), max(size, round(height * scale))),
                          interpolation=cv2.INTER_AREA)
     top, left = (resized.shape[0] - size) // 2, (resized.shape[1] - size) // 2
-    return resized[top:top + size, left:left + size].astype(np.float32) / 255.
+    crop = resized[top:top + size, left:left + size]
+    return crop.astype(np.float32) / 255. if crop.dtype == np.uint8 else np.clip(crop, 0, 1).astype(np.float32)
 
 
 def sample_photos(out, size):
@@ -38,6 +40,69 @@ def sample_photos(out, size):
     from gtplus_data.sample_photos import load_sample_photo, sample_photo_names, write_sample_photos
     write_sample_photos(osp.join(out, 'photos'))
     return {name: square_photo(load_sample_photo(name), size) for name in sample_photo_names()}
+
+
+def load_photos(out, size, photos_dir=None):
+    """The pipeline's pristine photos: the embedded ones, or every image of a user's folder (or LMDB).
+
+    Args:
+        out (str): the pipeline's output folder (the embedded photos are also written to OUT/photos/).
+        size (int): side of the square crops (short side resized to it, centre-cropped; never upsampled).
+        photos_dir (str | None): a folder (or LMDB) of photographs; the key of each is its file stem.
+
+    Returns:
+        dict[str, ndarray]: name -> size x size float32 RGB [0,1].
+
+    Raises:
+        ValueError: fewer than 2 photos, a name that cannot be an LMDB key, or a photo smaller than ``size``.
+    """
+    if photos_dir is None:
+        return sample_photos(out, size)
+    from gtplus_data.image_source import ImageSource
+    from gtplus_data.lmdb_writer import check_key
+    source = ImageSource(photos_dir)
+    if len(source) < 2:
+        raise ValueError(f'--photos {photos_dir}: needs at least 2 photos (one to train on, one to hold out), found '
+                         f'{len(source)}')
+    photos = {}
+    for key in source.keys:
+        try:
+            check_key(key)
+        except ValueError as err:
+            raise ValueError(f'--photos: rename {source.describe(key)}: {err}') from None
+        img = source.read(key)
+        if min(img.shape[:2]) < size:
+            raise ValueError(f'--photos: {source.describe(key)} is {img.shape[1]}x{img.shape[0]}, smaller than --size '
+                             f'{size}; pass a smaller --size (at least {MIN_PHOTO_SIZE}) or leave the photo out')
+        photos[key] = square_photo(img, size)
+    return photos
+
+
+def split_photos(photos, holdout=None, default_holdout=()):
+    """Train / held-out split by photo.
+
+    Args:
+        photos (dict[str, ndarray]): name -> image.
+        holdout (list[str] | None): names to hold out; None: ``default_holdout`` if those names are all present
+            (the embedded photos), else every fourth photo in name order (at least one).
+        default_holdout (tuple[str]): the pipeline's own choice for the embedded photos.
+
+    Returns:
+        tuple[dict, dict]: (train photos, held-out photos).
+    """
+    names = sorted(photos)
+    if holdout:
+        unknown = [name for name in holdout if name not in photos]
+        if unknown:
+            raise ValueError(f'--holdout names no photo: {", ".join(unknown)}; the photos are: {", ".join(names)}')
+        held = set(holdout)
+    elif default_holdout and set(default_holdout) <= set(names):
+        held = set(default_holdout)
+    else:
+        held = set(names[1::4]) or {names[-1]}
+    if len(held) >= len(names):
+        raise ValueError(f'--holdout leaves no photo to train on (photos: {", ".join(names)})')
+    return ({k: v for k, v in photos.items() if k not in held}, {k: v for k, v in photos.items() if k in held})
 
 
 def write_lmdb(path, images):
@@ -58,9 +123,18 @@ def template_path(pipeline, name):
 
 
 def fill_template(out, pipeline, name):
-    """The template of stage ``name`` with ${OUT} replaced, written to OUT/options/<name>.yml; returns that path."""
+    """The template of stage ``name`` with ${OUT} replaced, written to OUT/options/<name>.yml; returns that path.
+
+    The written file is complete YAML a user can copy: a header says where it came from and that its paths point
+    into OUT; no placeholder is left (a template with another ``${...}`` is refused).
+    """
     with open(template_path(pipeline, name)) as f:
         text = f.read().replace('${OUT}', osp.abspath(out))
+    if '${' in text:
+        raise ValueError(f'{template_path(pipeline, name)} has a placeholder other than ${{OUT}}')
+    header = (f'# Written by `gtplus quickstart` from gtplus_models/quickstart/templates/{pipeline}/{name}.yml.\n'
+              f'# Its paths point into the quickstart folder {osp.abspath(out)}; copy it and change them for your data.\n')
+    text = header + text
     path = osp.join(out, 'options', f'{name}.yml')
     os.makedirs(osp.dirname(path), exist_ok=True)
     with open(path, 'w') as f:
