@@ -78,6 +78,7 @@ class CFMG(nn.Module):
             nn.init.zeros_(self.cond_embed.weight)
             nn.init.zeros_(self.cond_embed.bias)
         self.padder_size = 2**num_levels
+        self.last_logits = None
         self.register_load_state_dict_pre_hook(_drop_unused_official_keys)
 
     def coefficients(self, gt, cond):
@@ -119,6 +120,8 @@ class CFMG(nn.Module):
             logits = self.logit_norm * (logits - flat.mean(1).view(-1, 1, 1)) / (flat.std(1).view(-1, 1, 1) + 1e-6)
         if self.logit_bound is not None:
             logits = self.logit_bound * torch.tanh(logits / self.logit_bound)
+        # Kept (detached) for diagnostics: CFMGModel logs their range, where saturation shows first.
+        self.last_logits = logits.detach()
         return logits
 
     def predict_masks(self, gt, cond):
