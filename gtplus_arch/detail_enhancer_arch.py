@@ -67,7 +67,8 @@ class GTPlusDetailEnhancer(nn.Module):
     Modes (each key is a YAML key; a mode ignores the keys of the others):
         ``usm``: ``x + Σ_r amount_r·(x − blur_r(x))`` over Gaussian radii ``radii`` (multi-radius unsharp masking:
             small radii lift fine texture, large ones local contrast).
-        ``wiener``: Wiener deconvolution of a Gaussian PSF of std ``sigma``, ``X·H / (H² + nsr)`` (H real).
+        ``wiener``: Wiener deconvolution of a Gaussian PSF of std ``sigma``, ``X·H·(1 + nsr) / (H² + nsr)`` (H real;
+            the factor 1 + nsr keeps flat areas and the mean brightness unchanged).
         ``richardson_lucy``: ``iterations`` Richardson-Lucy steps with the same PSF, starting from the input.
 
     Args:
@@ -115,7 +116,8 @@ class GTPlusDetailEnhancer(nn.Module):
             out = _filter(torch.fft.rfft2(ext), transfer, size)
         elif self.mode == 'wiener':
             otf = gaussian_otf(*size, self.sigma, x.device)
-            out = _filter(torch.fft.rfft2(ext), otf / (otf**2 + self.nsr), size)
+            # Scaled by (1 + nsr) so that the gain at DC is 1: the plain filter would darken by 1/(1 + nsr).
+            out = _filter(torch.fft.rfft2(ext), otf * (1 + self.nsr) / (otf**2 + self.nsr), size)
         else:
             out = self._richardson_lucy(ext, gaussian_otf(*size, self.sigma, x.device))
         return out[..., :height, :width].clamp(0, 1).to(x.dtype)
