@@ -147,7 +147,7 @@ def variant_name(template, scale):
     try:
         name = template.format(scale=scale)
     except (KeyError, IndexError, ValueError) as err:
-        raise ValueError(f"--variant-name {template!r}: only the field {{scale}} may appear in braces ({err})") from None
+        raise ValueError(f'--variant-name {template!r}: only {{scale}} may appear in braces ({err})') from None
     if not name or name != osp.basename(name) or name.startswith('.'):
         raise ValueError(f'--variant-name {template!r} must give a plain folder name, got {name!r}')
     return name
@@ -317,7 +317,7 @@ def build_enhancer(enhancer_opt=None, enhancer_weights=None, diffusers_pipeline=
 
     Args:
         enhancer_opt (str | None): YAML with a BasicSR network mapping (or a ``network_g`` entry).
-        enhancer_weights (str | None): its checkpoint.
+        enhancer_weights (str | None): its checkpoint (None for a network without parameters).
         diffusers_pipeline (str | None): a folder written by ``pipe.save_pretrained``.
         pipeline_kwargs (dict | None): extra call arguments of the pipeline.
         tile (int): tile size for the arch enhancer (0: whole image).
