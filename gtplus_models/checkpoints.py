@@ -37,17 +37,23 @@ def build_frozen_network(network_opt, weights_path, key, device):
 
     Args:
         network_opt (dict): ``{'type': ..., **kwargs}`` as in a ``network_*`` YAML entry.
-        weights_path (str): local checkpoint.
+        weights_path (str | None): local checkpoint; may be None only for a network without parameters or buffers
+            (a training-free one such as ``GTPlusDetailEnhancer``).
         key (str): the option key of ``weights_path`` (named in errors).
         device (torch.device): where the network runs.
     """
     from basicsr.archs import build_network
     net = build_network(dict(network_opt))
-    state = load_state_dict_file(weights_path, key)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(f'{key} ({weights_path}) does not match {network_opt.get("type")}: {err}') from None
+    if not weights_path and net.state_dict():
+        # A network with state and no weights is an error, never a silently random network.
+        raise FileNotFoundError(f'{key} is required: {network_opt.get("type")} has {len(net.state_dict())} weight '
+                                'tensors to load (only a network without parameters, such as GTPlusDetailEnhancer, '
+                                'runs without weights)')
+    if weights_path:
+        try:
+            net.load_state_dict(load_state_dict_file(weights_path, key), strict=True)
+        except RuntimeError as err:
+            raise RuntimeError(f'{key} ({weights_path}) does not match {network_opt.get("type")}: {err}') from None
     net.to(device).eval()
     for param in net.parameters():
         param.requires_grad_(False)
@@ -97,7 +103,7 @@ def load_frozen_network(opt_path, weights_path, device, opt_key='network options
 
     Args:
         opt_path (str): YAML with the network mapping.
-        weights_path (str): the checkpoint.
+        weights_path (str | None): the checkpoint (None: only for a network without parameters).
         device (torch.device | str): where the network runs.
         opt_key, weights_key (str): the flags or keys that named the two files, for errors.
     """

@@ -198,7 +198,8 @@ def test_refine_after_restorer_writes_pngs_and_sweep(tmp_path):
     ornet_opt, ornet_w = save_network(tmp_path, 'ornet', TINY_ORNET)
     common = ['--restorer-opt', restorer_opt, '--restorer-weights', restorer_w, '--ornet-opt', ornet_opt,
               '--ornet-weights', ornet_w]
-    run_cli(['refine', str(folder), str(tmp_path / 'out'), *common, '--cond', '0,0.5,1'], cwd=tmp_path)
+    proc = run_cli(['refine', str(folder), str(tmp_path / 'out'), *common, '--cond', '0,0.5,1'], cwd=tmp_path)
+    assert f'refine: 2 images x 3 c values -> {tmp_path / "out"} in ' in proc.stderr  # the closing summary line
     for sub in ('restored', 'refined_c0.00', 'refined_c0.50', 'refined_c1.00', 'sweep'):
         assert sorted(os.listdir(tmp_path / 'out' / sub)) == ['img0.png', 'img1.png'], sub
     sweep = cv2.imread(str(tmp_path / 'out' / 'sweep' / 'img0.png'))
@@ -216,8 +217,9 @@ def test_super_resolve_gt_and_enhance_gt_tools(tmp_path, variant_data):
     from gtplus_data.image_source import ImageSource
     enhancer_opt, enhancer_w = save_network(tmp_path, 'enhancer', TINY_NAFNET)
     out = tmp_path / 'variants'
-    run_cli(['super-resolve-gt', variant_data['gt'], str(out), '--enhancer-opt', enhancer_opt, '--enhancer-weights',
-             enhancer_w, '--colour-align', 'wavelet'], cwd=tmp_path)
+    proc = run_cli(['super-resolve-gt', variant_data['gt'], str(out), '--enhancer-opt', enhancer_opt,
+                    '--enhancer-weights', enhancer_w, '--colour-align', 'wavelet'], cwd=tmp_path)
+    assert f'super-resolve-gt: 3 images x 3 variants -> {out} in ' in proc.stderr
     gt = ImageSource(variant_data['gt'])
     for scale in (2, 3, 4):
         variant = ImageSource(str(out / f'sr_x{scale}.lmdb'))

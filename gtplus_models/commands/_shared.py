@@ -36,6 +36,20 @@ def parse_conds(text):
     return conds
 
 
+def parse_numbers(text, flag, cast=float):
+    """``'0.5,1.5'`` -> [0.5, 1.5] (``cast`` int: ``'2,3,4'`` -> [2, 3, 4]); None -> None (the flag's default).
+
+    ValueError naming ``flag`` for anything else; the tools check the values themselves.
+    """
+    if text is None:
+        return None
+    try:
+        return [cast(v) for v in str(text).split(',') if v.strip()]
+    except ValueError:
+        kind = 'integers' if cast is int else 'numbers'
+        raise ValueError(f'{flag} must be {kind} separated by commas, got {text!r}') from None
+
+
 def parse_yaml_mapping(text, flag):
     """A command-line YAML mapping (``'{num_inference_steps: 1}'``) as a dict, read with the safe loader.
 
@@ -70,3 +84,24 @@ def report_outputs(paths, what='wrote'):
     logger = get_root_logger()
     for path in paths:
         logger.info(f'{what}: {path}')
+
+
+def image_count(path):
+    """The number of images in a complete LMDB or an image folder."""
+    from gtplus_data.image_source import ImageSource
+    return len(ImageSource(path))
+
+
+def report_done(verb, what, where, started):
+    """Log the closing line of a long verb: ``VERB: WHAT -> WHERE in 41.2 s``.
+
+    Args:
+        verb (str): the subcommand, e.g. 'super-resolve-gt'.
+        what (str): what was written, e.g. '12 images x 3 variants'.
+        where (str): the output path.
+        started (float): ``time.monotonic()`` when the verb began.
+    """
+    import time
+
+    from basicsr.utils import get_root_logger
+    get_root_logger().info(f'{verb}: {what} -> {where} in {time.monotonic() - started:.1f} s')

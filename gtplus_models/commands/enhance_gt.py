@@ -1,5 +1,6 @@
 """gtplus enhance-gt GT OUT.lmdb --variants ... --cfmg-opt --cfmg-weights --cond C."""
-from gtplus_models.commands._shared import add_cond_argument, add_shard_arguments, report_outputs
+from gtplus_models.commands._shared import (add_cond_argument, add_shard_arguments, image_count, report_done,
+                                            report_outputs)
 
 HELP = ('Write the enhanced GT at a chosen c from a trained CFMG, the GT and its SR variants, as an LMDB, with '
         'OUT/preview.png (sources, enhanced GT, masks).')
@@ -20,7 +21,12 @@ def add_arguments(parser):
 
 
 def run(args):
+    import time
+
     from gtplus_models.tools.enhance_gt import enhance_gt
-    report_outputs(enhance_gt(args.gt, args.variants, args.out, args.cond, args.cfmg_opt, args.cfmg_weights,
-                              args.overwrite, args.device, args.rank, args.world_size, args.merge, args.preview))
+    started = time.monotonic()
+    written = enhance_gt(args.gt, args.variants, args.out, args.cond, args.cfmg_opt, args.cfmg_weights,
+                         args.overwrite, args.device, args.rank, args.world_size, args.merge, args.preview)
+    report_outputs(written)
+    report_done('enhance-gt', f'{image_count(written[0])} images at c={args.cond:g}', written[0], started)
     return 0

@@ -1,5 +1,5 @@
 """gtplus refine INPUT OUT_DIR: a restorer, then ORNet at one or more c values."""
-from gtplus_models.commands._shared import add_cond_argument, parse_conds, report_outputs
+from gtplus_models.commands._shared import add_cond_argument, parse_conds, report_done
 
 HELP = 'Run any BasicSR restorer + ORNet at chosen c over a folder or LMDB (tiled); write PNGs and a c-sweep strip.'
 
@@ -18,8 +18,11 @@ def add_arguments(parser):
 
 
 def run(args):
+    import time
+
     from gtplus_models.tools.refine import refine
-    keys = refine(args.input, args.out_dir, args.ornet_opt, args.ornet_weights, parse_conds(args.cond),
-                  args.restorer_opt, args.restorer_weights, args.tile, args.tile_pad, args.device)
-    report_outputs([f'{args.out_dir} ({len(keys)} images)'])
+    started, conds = time.monotonic(), parse_conds(args.cond)
+    keys = refine(args.input, args.out_dir, args.ornet_opt, args.ornet_weights, conds, args.restorer_opt,
+                  args.restorer_weights, args.tile, args.tile_pad, args.device)
+    report_done('refine', f'{len(keys)} images x {len(conds)} c values', args.out_dir, started)
     return 0
