@@ -14,7 +14,8 @@ Stages (each skipped when its output exists, so a rerun resumes; templates in
 2. restorer: a small GTPlusNAFNet, LQ -> GT (``gtplus train``);
 3. enhancer: a small GTPlusNAFNet that undoes x2-x4 bicubic down-up sampling, trained on the training photos'
    pristine versions only: the offline stand-in for OSEDiff (see the enhancer template);
-4. SR variants of the GT at x2/x3/x4 (``gtplus super-resolve-gt``'s engine);
+4. SR variants of the GT at x2/x3/x4 (``gtplus super-resolve-gt``'s engine), shown in figures/sr_variants.png, and
+   training-free detail variants (USM, Wiener, Richardson-Lucy; ``--detail-sweep``), the CFMG's sources;
 5. CFMG with offline NIQE as the quality judge; 6. enhanced GT of the held-out photos at c (``enhance-gt``'s engine);
 7. ORNet ('light' preset) GT -> Î(c); 8. refine: restorer + ORNet on the held-out LQ, and a c-sweep;
 9. report.json / report.md and figures.
@@ -34,7 +35,8 @@ from gtplus_models.quickstart.report import evaluate_images, improved_metrics, s
 from gtplus_models.tools.enhance_gt import mask_panels, read_sources, source_names, write_enhanced_gt
 from gtplus_models.tools.figures import labelled_strip, stack_rows, write_sources_preview
 from gtplus_models.tools.refine import cond_folder, refine_source
-from gtplus_models.tools.super_resolve import arch_enhancer, variant_path, write_variants
+from gtplus_models.tools.super_resolve import (arch_enhancer, detail_options, super_resolve_gt, variant_path,
+                                               write_variants)
 
 NAME = 'enhanced-supervision'
 TEMPLATES = 'enhanced_supervision'  # quickstart/templates/<TEMPLATES>/
@@ -44,6 +46,10 @@ PHOTO_SIZE = 256
 GT_DEGRADATION = dict(blur_sigma=1.3, noise_sigma=0., jpeg_quality=90)
 LQ_DEGRADATION = dict(blur_sigma=2.0, noise_sigma=8., jpeg_quality=50)
 ENHANCER_SCALES = (2, 3, 4)
+# The CFMG's sources besides the GT: training-free detail variants at the GT's own blur (σ 1.3). The learned
+# stand-in's x2/x3/x4 variants are still made and shown (figures/sr_variants.png) next to them: they stay 55-60 dB
+# from the GT, too close to give the CFMG anything to mix (README, "A CFMG that responds to c").
+DETAIL_SWEEP = ('usm', 'wiener:1.3', 'rl:1.3')
 SWEEP_CONDS = (0.0, 0.3, 0.6, 1.0)
 SOURCE_LABELS = {'gt': 'GT', 'enhanced_gt': 'enhanced GT', 'restorer': 'restorer output',
                  'restorer_ornet': 'restorer + ORNet'}
@@ -76,7 +82,21 @@ def prepare_data(out, size=PHOTO_SIZE, photos=None, holdout=None):
 
 
 def variant_roots(out, split):
+    """The learned stand-in's x2/x3/x4 variants of a split's GT."""
     return [variant_path(osp.join(out, 'data', f'{split}_sr'), s) for s in ENHANCER_SCALES]
+
+
+def source_roots(out, split):
+    """The CFMG's sources besides the GT: the detail variants of a split's GT."""
+    return [osp.join(out, 'data', f'{split}_detail', f'{detail_options(spec)[0]}.lmdb') for spec in DETAIL_SWEEP]
+
+
+def make_detail_variants(out):
+    """Stage 4b: the training-free detail variants of the train and test GT (``super-resolve-gt --detail-sweep``)."""
+    for split in ('train', 'test'):
+        if not all(is_complete(path) for path in source_roots(out, split)):
+            super_resolve_gt(osp.join(out, 'data', f'{split}_gt.lmdb'), osp.join(out, 'data', f'{split}_detail'),
+                             detail_sweep=list(DETAIL_SWEEP), preview=0)
 
 
 def enhanced_gt_path(out, cond):
@@ -98,7 +118,7 @@ def make_enhanced_gt(out, cond):
     target = enhanced_gt_path(out, cond)
     if not is_complete(target):
         write_enhanced_gt(load_stage_network(out, TEMPLATES, 'cfmg'), osp.join(out, 'data', 'test_gt.lmdb'),
-                          variant_roots(out, 'test'), target, cond)
+                          source_roots(out, 'test'), target, cond)
 
 
 def refine_test_photos(out, cond):
@@ -134,9 +154,10 @@ def evaluate(out, refine_dir, cond, test_keys=TEST_PHOTOS):
 
 
 def make_figures(out, refine_dir, cond):
-    """OUT/figures/: comparison.png, masks.png, sr_variants.png, c_sweep.png and enhanced_gt_sweep.png."""
+    """OUT/figures/: comparison.png, masks.png, sr_variants.png, detail_variants.png, c_sweep.png and
+    enhanced_gt_sweep.png."""
     cfmg = load_stage_network(out, TEMPLATES, 'cfmg')
-    variant_paths = variant_roots(out, 'test')
+    variant_paths = source_roots(out, 'test')
     data = osp.join(out, 'data')
     figures = osp.join(out, 'figures')
     os.makedirs(figures, exist_ok=True)
@@ -161,6 +182,10 @@ def make_figures(out, refine_dir, cond):
         mask_rows.append(labelled_strip([(f'{label} [{key}]', img) for label, img in masks]))
     write_png(osp.join(figures, 'masks.png'), stack_rows(mask_rows))
     write_sources_preview([('GT', gt_source)] + list(zip(source_names(variant_paths)[1:], variant_sources)),
+                          osp.join(figures, 'detail_variants.png'), num_keys=len(keys))
+    sr_paths = variant_roots(out, 'test')
+    write_sources_preview([('GT', gt_source)] + [(name, ImageSource(path)) for name, path in
+                                                 zip(source_names(sr_paths)[1:], sr_paths)],
                           osp.join(figures, 'sr_variants.png'), num_keys=len(keys))
 
     sweep = ImageSource(osp.join(refine_dir, 'sweep'))
@@ -203,6 +228,7 @@ def run(out, size=PHOTO_SIZE, iters=None, cond=DEFAULT_COND, photos=None, holdou
           [f'val:val_freq={iters}'] if iters else [])
     timed('train_enhancer', train_stage, out, TEMPLATES, 'enhancer', iters)
     timed('super_resolve_gt', make_variants, out)
+    timed('detail_variants', make_detail_variants, out)
     timed('train_cfmg', train_stage, out, TEMPLATES, 'cfmg', iters)
     timed('enhance_gt', make_enhanced_gt, out, cond)
     timed('train_ornet', train_stage, out, TEMPLATES, 'ornet', iters)
