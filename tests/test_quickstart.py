@@ -18,7 +18,8 @@ def test_quickstart_preview_runs_every_stage(tmp_path):
     assert report['mean']['gt']['psnr_vs_gt'] is None  # the GT against itself: identical, not a number
     assert 0 < report['mean']['gt']['psnr_vs_pristine'] < 60
     assert report['held_out_images'] == ['chelsea', 'rocket'] and len(report['verdicts']) >= 10
-    for figure in ('comparison.png', 'masks.png', 'sr_variants.png', 'c_sweep.png', 'enhanced_gt_sweep.png'):
+    for figure in ('comparison.png', 'masks.png', 'sr_variants.png', 'detail_variants.png', 'c_sweep.png',
+                   'enhanced_gt_sweep.png'):
         image = cv2.imread(str(out / 'figures' / figure))
         assert image is not None and image.shape[0] > 128, figure
     assert sorted(os.listdir(out / 'refine' / 'refined_c0.30')) == ['chelsea.png', 'rocket.png']
