@@ -1,7 +1,8 @@
 """The quickstart pipelines: each method end to end on the embedded photos, on a CPU, as an honest experiment.
 
 One module per pipeline (``enhanced_supervision.py`` today; ``undertrained``, ``diffusion`` and ``iqpir`` next), each
-defining ``NAME`` (the ``--pipeline`` value), ``HELP`` (one line) and ``run(out, size, iters, cond) -> report``; its
+defining ``NAME`` (the ``--pipeline`` value), ``HELP`` (one line) and
+``run(out, size, iters, cond, photos, holdout) -> report``; its
 YAML templates live in ``templates/<module name>/``. ``common.py`` holds the shared stage machinery (photos, LMDBs,
 templates, training stages, timings) and ``report.py`` the shared report (metrics, verdicts, report.json/.md).
 
@@ -29,7 +30,7 @@ def run_quickstart(out, pipeline=DEFAULT_PIPELINE, **kwargs):
     Args:
         out (str): output folder.
         pipeline (str): a pipeline NAME or 'all'.
-        **kwargs: ``size``, ``iters``, ``cond`` (see each pipeline's ``run``).
+        **kwargs: ``size``, ``iters``, ``cond``, ``photos``, ``holdout`` (see each pipeline's ``run``).
 
     Returns:
         dict: {NAME: report} of the pipelines run.

@@ -26,12 +26,13 @@ import os.path as osp
 import torch
 
 from gtplus_data.image_source import ImageSource
-from gtplus_data.image_util import tensor_to_uint8, to_uint8, write_png
+from gtplus_data.image_util import tensor_to_image, tensor_to_uint8, to_uint8, write_png
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.enhanced_supervision import DEFAULT_COND, enhance
 from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, StageTimer, load_photos, load_stage_network,
                                              split_photos, train_stage, write_lmdb)
-from gtplus_models.quickstart.report import evaluate_images, improved_metrics, summarise, write_report
+from gtplus_models.quickstart.report import (ArraySource, evaluate_images, improved_metrics, mean_table, summarise,
+                                             write_report)
 from gtplus_models.tools.enhance_gt import mask_panels, read_sources, source_names, write_enhanced_gt
 from gtplus_models.tools.figures import labelled_strip, stack_rows, write_sources_preview
 from gtplus_models.tools.refine import cond_folder, refine_source
@@ -144,6 +145,9 @@ def evaluate(out, refine_dir, cond, test_keys=TEST_PHOTOS):
                   'pristine': ImageSource(osp.join(data, 'test_pristine.lmdb'))}
     report = dict(cond=cond, **summarise(evaluate_images(sources, references), test_keys, SOURCE_LABELS,
                                          COMPARISONS))
+    report['enhanced_gt_by_c'] = enhanced_gt_by_c(out, references)
+    report['tables'] = [{'title': 'Enhanced GT Î(c) of the held-out photos at each c (mean)', 'column': 'c',
+                         'rows': report['enhanced_gt_by_c']}]
     gain = improved_metrics(report['mean'], 'restorer_ornet', 'restorer')
     metrics = report['metrics']
     report['summary'] = (f'ORNet (c={cond}) after the restorer improved {len(gain)} of {len(metrics)} metrics '
@@ -151,6 +155,25 @@ def evaluate(out, refine_dir, cond, test_keys=TEST_PHOTOS):
                          f'the others. {len(test_keys)} photos and minutes of CPU training: treat differences as '
                          'indicative only.')
     return report
+
+
+@torch.no_grad()
+def enhanced_gt_by_c(out, references):
+    """Mean metrics of the held-out photos' Î(c) at each c of SWEEP_CONDS: what the c knob does to the target.
+
+    Returns:
+        dict[str, dict]: 'c=<c>' -> {metric: mean}.
+    """
+    cfmg = load_stage_network(out, TEMPLATES, 'cfmg')
+    gt_source = references['gt']
+    variant_sources = [ImageSource(p) for p in source_roots(out, 'test')]
+    images = {value: {} for value in SWEEP_CONDS}
+    for key in gt_source.keys:
+        gt, sources = read_sources(gt_source, variant_sources, key, 'cpu')
+        for value in SWEEP_CONDS:
+            images[value][key] = tensor_to_image(enhance(cfmg, gt, sources, value)[0])
+    per_image = evaluate_images({f'c={value:g}': ArraySource(imgs) for value, imgs in images.items()}, references)
+    return mean_table(per_image)
 
 
 def make_figures(out, refine_dir, cond):

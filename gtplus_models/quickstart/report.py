@@ -56,6 +56,27 @@ def evaluate_images(sources, references):
     return results
 
 
+class ArraySource:
+    """Images held in memory, read like an ImageSource (``keys``, ``read``) by :func:`evaluate_images`.
+
+    Args:
+        images (dict[str, ndarray]): key -> HxWx3 float32 RGB in [0,1].
+    """
+
+    def __init__(self, images):
+        self.images = dict(images)
+        self.keys = sorted(self.images)
+
+    def read(self, key):
+        return self.images[key]
+
+
+def mean_table(per_image):
+    """{source: {metric: mean over images (None if any is None)}} from :func:`evaluate_images` output."""
+    return {name: {m: mean_or_none([row[m] for row in rows.values()]) for m in METRICS}
+            for name, rows in per_image.items()}
+
+
 def mean_or_none(values):
     """Mean of the values, None if any is None (PSNR of an image against itself)."""
     return None if any(v is None for v in values) else float(np.mean(values))
@@ -96,8 +117,7 @@ def summarise(per_image, test_keys, labels, comparisons):
     Returns:
         dict: held_out_images, metrics, sources, mean, per_image, verdicts (a pipeline adds its summary).
     """
-    means = {name: {m: mean_or_none([row[m] for row in rows.values()]) for m in METRICS}
-             for name, rows in per_image.items()}
+    means = mean_table(per_image)
     return {
         'held_out_images': list(test_keys),
         'metrics': METRICS,
@@ -115,7 +135,8 @@ def improved_metrics(means, new, old):
 
 
 def report_markdown(report, title):
-    """The report as a Markdown table plus the summary, the verdicts and the timings."""
+    """The report as a Markdown table (plus any ``tables`` of the report: {title, column, rows}), the summary, the
+    verdicts and the timings."""
     header = '| source | ' + ' | '.join(f'{m} ({"↑" if v["direction"].startswith("higher") else "↓"})'
                                        for m, v in report['metrics'].items()) + ' |'
     lines = [f'# {title}', '', header,
@@ -123,6 +144,11 @@ def report_markdown(report, title):
     for name, values in report['mean'].items():
         lines.append(f'| {report["sources"][name]} | ' + ' | '.join(fmt(values[m]) for m in report['metrics']) +
                      ' |')
+    for table in report.get('tables', []):
+        lines += ['', f'**{table["title"]}**', '', header.replace('| source |', f'| {table["column"]} |'),
+                  '|' + ' --- |' * (len(report['metrics']) + 1)]
+        lines += [f'| {label} | ' + ' | '.join(fmt(values[m]) for m in report['metrics']) + ' |'
+                  for label, values in table['rows'].items()]
     lines += ['', report['summary'], ''] + [f'- {v}' for v in report['verdicts']]
     if 'timings_s' in report:
         lines += ['', 'Timings (s): ' + ', '.join(f'{k} {v}' for k, v in report['timings_s'].items())]
