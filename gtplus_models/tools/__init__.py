@@ -3,7 +3,7 @@
 One module per job; a tool never parses command lines (that is ``gtplus_models/commands``) and never trains
 (that is the models, driven by ``gtplus train``):
 
-- ``super_resolve.py``: GT-size SR and detail variants of a GT dataset through an enhancer (``gtplus super-resolve-gt``);
+- ``super_resolve.py``: GT-size SR and detail variants of a GT set through an enhancer (``super-resolve-gt``);
 - ``enhancer_pairs.py``: (degraded, GT) pairs from a user's own GT set, to train an enhancer (``make-enhancer-pairs``);
 - ``enhance_gt.py``: the enhanced GT Î(c) of a dataset from a trained CFMG (``gtplus enhance-gt``);
 - ``refine.py``: any restorer + ORNet at chosen c over a folder or LMDB (``gtplus refine``);
