@@ -71,6 +71,15 @@ def build_loader(paths, cache_decoded=False):
     return build_dataloader(dataset, dataset_opt, num_gpu=0, dist=False, sampler=sampler, seed=0)
 
 
+def time_sample(dataset, samples=64):
+    """Seconds one process spends per dataset item (read, decode, crop, augment): the loader's CPU cost, which is
+    far steadier than the step ratios on a loaded machine."""
+    start = time.perf_counter()
+    for index in range(samples):
+        dataset[index % len(dataset)]
+    return (time.perf_counter() - start) / samples
+
+
 def time_steps(model, batches, iters):
     start = time.perf_counter()
     for _, batch in zip(range(iters), batches):
@@ -96,18 +105,22 @@ def main():
         for name, (paths, bytes_per_pixel) in data.items():
             arms[f'LMDB {name}, 2 workers'] = (loader if name == 'PNG' else build_loader(paths), bytes_per_pixel)
         arms['LMDB PNG, 2 workers, cache_decoded'] = (build_loader(data['PNG'][0], cache_decoded=True), data['PNG'][1])
-        rows = []
+        rows, samples = [], []
         for _ in range(2):  # interleave the arms: this machine is shared and noisy
             rows += [(name, time_steps(model, iter(batches), args.iters)) for name, (batches, _) in arms.items()]
+            samples += [(name, time_sample(batches.dataset)) for name, (batches, _) in arms.items()
+                        if name != 'in-memory tensors']
     best = {name: min(t for n, t in rows if n == name) for name in arms}
+    sample = {name: min(t for n, t in samples if n == name) for name, _ in samples}
     memory = best['in-memory tensors']
     print(f'ORNet-light training step (batch 4, 128², frozen CFMG target), {args.iters} iterations, best of 2, '
           f'{torch.get_num_threads()} threads')
-    print('| data | stored bytes / pixel | s / iter | × in-memory |')
-    print('| --- | --- | --- | --- |')
+    print('| data | stored bytes / pixel | loader CPU / sample (ms) | s / iter | × in-memory |')
+    print('| --- | --- | --- | --- | --- |')
     for name, seconds in best.items():
-        stored = arms[name][1]
-        print(f'| {name} | {"–" if stored is None else f"{stored:.2f}"} | {seconds:.3f} | {seconds / memory:.2f} |')
+        stored = '–' if arms[name][1] is None else f'{arms[name][1]:.2f}'
+        cpu = f'{sample[name] * 1e3:.2f}' if name in sample else '–'
+        print(f'| {name} | {stored} | {cpu} | {seconds:.3f} | {seconds / memory:.2f} |')
 
 
 if __name__ == '__main__':

@@ -10,13 +10,13 @@ Format (BasicSR's, readable by ``basicsr.utils.FileClient('lmdb', ...)`` + ``imf
 
 Encodings (``encoding=``, ``gtplus make-lmdb --encoding``); both lossless and decoded by ``cv2.imdecode``, so
 basicsr's readers and :func:`gtplus_data.image_util.decode_image` return the same pixels from either:
-    * ``png`` (default; ``key.png (h,w,c) level``): zlib-compressed, compress level 0-9. Smallest on disk (natural
-      photos: about 1.5-2 bytes per pixel at level 1), but decoding costs about 1.5 ms per 256² image, which a
+    * ``png`` (default; ``key.png (h,w,c) level``): zlib-compressed, compress level 0-9. Smallest on disk (the sample
+      photos: about 1.6 bytes per pixel at level 1), but decoding costs about 1.5 ms per 256² image, which a
       training loader pays for every sample. Pick it for archives, evaluation sets and data read once.
     * ``bmp`` (``key.bmp (h,w,c) 0``): uncompressed 24-bit BMP, about 3 bytes per pixel (+54 bytes); decoding is a
       copy (about 0.01 ms per 256²). Pick it for training sets too large for ``cache_decoded`` when the loader
-      workers share few CPU cores with training: on 2 cores it brings an LMDB step near the in-memory step
-      (README, "Training step, LMDB vs in-memory").
+      workers share few CPU cores with training: it leaves the loader about the CPU work that ``cache_decoded``
+      leaves (README, "Training step, LMDB vs in-memory").
 A database never mixes encodings: values of another encoding are refused, and so is resuming a partial database
 with another encoding than it was started with.
 
