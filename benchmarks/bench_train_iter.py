@@ -1,8 +1,10 @@
 """Training time per iteration with LMDB data (2 dataloader workers) relative to in-memory tensors.
 
 The model is the quickstart's ORNet stage (ORNet 'light' + frozen CFMG target, batch 4, 128² crops of the sample
-photos with 3 GT variants): the data side reads 4 images per sample. Both arms run the same model steps; the
-in-memory arm replays batches collated beforehand, so the ratio is the cost the LMDB loader adds.
+photos with 3 GT variants): the data side reads 4 images per sample. Every arm runs the same model steps; the
+in-memory arm replays batches collated beforehand, so the ratio is the cost the LMDB loader adds. The LMDB arms store
+the same images in each value encoding of :mod:`gtplus_data.lmdb_writer` (PNG level 1, the default; PNG level 0,
+i.e. zlib without compression; BMP, uncompressed) and, for PNG, with ``cache_decoded``.
 
     python benchmarks/bench_train_iter.py [--iters 30]
 """
@@ -15,20 +17,31 @@ import numpy as np
 import torch
 
 
-def write_data(folder):
+# arm name -> (encoding, PNG compress level) of its LMDBs
+ENCODINGS = {'PNG': ('png', 1), 'PNG level 0': ('png', 0), 'BMP': ('bmp', 0)}
+
+
+def write_data(folder, encoding='png', compress_level=1):
+    """The GT and x2/x3/x4 variant LMDBs (8 photos, 256²) in one encoding; returns ({name: path}, bytes / pixel)."""
+    from gtplus_data.image_source import ImageSource
     from gtplus_data.lmdb_writer import write_images
     from gtplus_data.sample_photos import load_sample_photo, sample_photo_names
     photos = {name: load_sample_photo(name)[:256, :256].astype(np.float32) / 255. for name in sample_photo_names()}
+    folder = os.path.join(folder, f'{encoding}{compress_level}')
+    common = dict(compress_level=compress_level, encoding=encoding)
     paths = {'gt': os.path.join(folder, 'gt.lmdb')}
-    write_images(paths['gt'], sorted(photos.items()), desc='gt')
+    write_images(paths['gt'], sorted(photos.items()), desc='gt', **common)
     for scale in (2, 3, 4):
         paths[f'x{scale}'] = os.path.join(folder, f'sr_x{scale}.lmdb')
         write_images(paths[f'x{scale}'], sorted((k, np.clip(v * (1 + 0.01 * scale), 0, 1)) for k, v in photos.items()),
-                     desc=f'x{scale}')
-    return paths
+                     desc=f'x{scale}', **common)
+    source = ImageSource(paths['gt'])
+    stored = sum(len(source.read_bytes(key)) for key in source.keys)
+    return paths, stored / sum(photo.shape[0] * photo.shape[1] for photo in photos.values())
 
 
 def build(folder, paths):
+    """The ORNet-light model and a PNG LMDB loader (whose batches the in-memory arm replays)."""
     from basicsr.archs import build_network
     from basicsr.models import build_model
     cfmg_opt = {'type': 'CFMG', 'num_sources': 4, 'width': 32}
@@ -58,6 +71,15 @@ def build_loader(paths, cache_decoded=False):
     return build_dataloader(dataset, dataset_opt, num_gpu=0, dist=False, sampler=sampler, seed=0)
 
 
+def time_sample(dataset, samples=64):
+    """Seconds one process spends per dataset item (read, decode, crop, augment): the loader's CPU cost, which is
+    far steadier than the step ratios on a loaded machine."""
+    start = time.perf_counter()
+    for index in range(samples):
+        dataset[index % len(dataset)]
+    return (time.perf_counter() - start) / samples
+
+
 def time_steps(model, batches, iters):
     start = time.perf_counter()
     for _, batch in zip(range(iters), batches):
@@ -72,25 +94,33 @@ def main():
     args = parser.parse_args()
     import gtplus_models  # noqa: F401
     with tempfile.TemporaryDirectory() as folder:
-        paths = write_data(folder)
-        model, loader = build(folder, paths)
+        data = {name: write_data(folder, *encoding) for name, encoding in ENCODINGS.items()}
+        model, loader = build(folder, data['PNG'][0])
         loader_iter = iter(loader)
         in_memory = [next(loader_iter) for _ in range(args.iters)]
+        del loader_iter  # its workers would otherwise idle beside the timed ones
         time_steps(model, in_memory[:3], 3)  # warm-up
-        cached_loader = build_loader(paths, cache_decoded=True)
-        rows = []
+        # arm name -> (batches: an iterable, re-iterated every round; stored bytes per pixel)
+        arms = {'in-memory tensors': (in_memory, None)}
+        for name, (paths, bytes_per_pixel) in data.items():
+            arms[f'LMDB {name}, 2 workers'] = (loader if name == 'PNG' else build_loader(paths), bytes_per_pixel)
+        arms['LMDB PNG, 2 workers, cache_decoded'] = (build_loader(data['PNG'][0], cache_decoded=True), data['PNG'][1])
+        rows, samples = [], []
         for _ in range(2):  # interleave the arms: this machine is shared and noisy
-            rows.append(('in-memory tensors', time_steps(model, in_memory, args.iters)))
-            rows.append(('LMDB, 2 workers', time_steps(model, iter(loader), args.iters)))
-            rows.append(('LMDB, 2 workers, cache_decoded', time_steps(model, iter(cached_loader), args.iters)))
-    best = {name: min(t for n, t in rows if n == name) for name, _ in rows}
+            rows += [(name, time_steps(model, iter(batches), args.iters)) for name, (batches, _) in arms.items()]
+            samples += [(name, time_sample(batches.dataset)) for name, (batches, _) in arms.items()
+                        if name != 'in-memory tensors']
+    best = {name: min(t for n, t in rows if n == name) for name in arms}
+    sample = {name: min(t for n, t in samples if n == name) for name, _ in samples}
     memory = best['in-memory tensors']
     print(f'ORNet-light training step (batch 4, 128², frozen CFMG target), {args.iters} iterations, best of 2, '
           f'{torch.get_num_threads()} threads')
-    print('| data | s / iter | ratio to in-memory |')
-    print('| --- | --- | --- |')
+    print('| data | stored bytes / pixel | loader CPU / sample (ms) | s / iter | × in-memory |')
+    print('| --- | --- | --- | --- | --- |')
     for name, seconds in best.items():
-        print(f'| {name} | {seconds:.3f} | {seconds / memory:.2f} |')
+        stored = '–' if arms[name][1] is None else f'{arms[name][1]:.2f}'
+        cpu = f'{sample[name] * 1e3:.2f}' if name in sample else '–'
+        print(f'| {name} | {stored} | {cpu} | {seconds:.3f} | {seconds / memory:.2f} |')
 
 
 if __name__ == '__main__':

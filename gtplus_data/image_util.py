@@ -1,4 +1,4 @@
-"""The one home of image conversion and PNG I/O in gtplus: HWC numpy <-> NCHW tensor, decoding, encoding, writing.
+"""The one home of image conversion and PNG / BMP I/O in gtplus: HWC numpy <-> NCHW tensor, decoding, encoding, writing.
 
 Conventions: numpy images are (H, W, 3) RGB, float32 in [0, 1] (or uint8 for figures and files); tensors are
 [B, 3, H, W] (or [3, H, W] for dataset items) RGB float in [0, 1]. Everything that turns one into the other, or reads
@@ -89,6 +89,13 @@ def to_uint8(img):
     return (np.clip(img, 0, 1) * 255.).round().astype(np.uint8)
 
 
+def _to_bgr_uint8(img):
+    """(H, W, 3) RGB uint8 / uint16 / float [0,1] -> contiguous (H, W, 3) BGR uint8, the layout OpenCV encodes."""
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f'expected an HxWx3 RGB image, got shape {img.shape}')
+    return np.ascontiguousarray(to_uint8(img)[:, :, ::-1])
+
+
 def encode_png(img, compress_level=1):
     """Encode an RGB image as PNG.
 
@@ -100,14 +107,49 @@ def encode_png(img, compress_level=1):
     Returns:
         bytes: 8-bit PNG, BGR inside (as OpenCV and BasicSR expect).
     """
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f'expected an HxWx3 RGB image, got shape {img.shape}')
-    bgr = np.ascontiguousarray(to_uint8(img)[:, :, ::-1])
     params = [] if compress_level is None else [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level)]
-    ok, encoded = cv2.imencode('.png', bgr, params)
+    ok, encoded = cv2.imencode('.png', _to_bgr_uint8(img), params)
     if not ok:
         raise RuntimeError('OpenCV failed to encode a PNG')
     return encoded.tobytes()
+
+
+def encode_bmp(img):
+    """Encode an RGB image as an uncompressed 24-bit BMP (lossless; about 3 bytes per pixel plus a 54-byte header).
+
+    Decoding it is little more than a copy (no zlib inflate, unlike PNG even at compression 0), which is why
+    LMDBs that a training loader reads over and over may store BMP (see :mod:`gtplus_data.lmdb_writer`).
+
+    Args:
+        img (np.ndarray): (H, W, 3) RGB, uint8, uint16 or float in [0, 1].
+
+    Returns:
+        bytes: 8-bit BMP, BGR inside (as OpenCV and BasicSR expect); ``cv2.imdecode`` returns the same pixels as
+        from :func:`encode_png`.
+    """
+    ok, encoded = cv2.imencode('.bmp', _to_bgr_uint8(img))
+    if not ok:
+        raise RuntimeError('OpenCV failed to encode a BMP')
+    return encoded.tobytes()
+
+
+IMAGE_ENCODERS = {'png': encode_png, 'bmp': lambda img, compress_level=None: encode_bmp(img)}
+
+
+def encode_image(img, encoding='png', compress_level=1):
+    """Encode an RGB image as ``encoding``.
+
+    Args:
+        img (np.ndarray): (H, W, 3) RGB, uint8, uint16 or float in [0, 1].
+        encoding (str): 'png' or 'bmp' (the keys of ``IMAGE_ENCODERS``).
+        compress_level (int | None): PNG compression 0-9 (ignored for BMP, which is never compressed).
+
+    Returns:
+        bytes: the 8-bit encoded image, BGR inside.
+    """
+    if encoding not in IMAGE_ENCODERS:
+        raise ValueError(f'unknown image encoding {encoding!r}; choose one of {", ".join(IMAGE_ENCODERS)}')
+    return IMAGE_ENCODERS[encoding](img, compress_level=compress_level)
 
 
 def write_png(path, img, compress_level=None):

@@ -2,13 +2,26 @@
 synthesized pairs) writes through it.
 
 Format (BasicSR's, readable by ``basicsr.utils.FileClient('lmdb', ...)`` + ``imfrombytes``):
-    ``OUT.lmdb/data.mdb``: key (ASCII, no spaces) -> 8-bit PNG bytes (BGR inside, as OpenCV and BasicSR expect).
-    ``OUT.lmdb/meta_info.txt``: one ``key.png (h,w,c) compress_level`` line per image, sorted by key, exactly as
+    ``OUT.lmdb/data.mdb``: key (ASCII, no spaces) -> 8-bit encoded image bytes (BGR inside, as OpenCV and BasicSR
+    expect), every value in the database's one encoding.
+    ``OUT.lmdb/meta_info.txt``: one ``key.EXT (h,w,c) compress_level`` line per image, sorted by key, exactly as
     ``basicsr.utils.lmdb_util.make_lmdb_from_imgs`` writes it (basicsr's readers take the name up to its first '.'
-    as the key, which is why keys may not contain '.').
+    as the key, which is why keys may not contain '.'). EXT records the encoding.
 
-16-bit inputs are stored as 8-bit PNG: BasicSR's ``imfrombytes(..., float32=True)`` divides by 255, so 16-bit
-values would be read wrongly, and 8 bits keep every database uniform. Gray and RGBA inputs arrive as RGB (see
+Encodings (``encoding=``, ``gtplus make-lmdb --encoding``); both lossless and decoded by ``cv2.imdecode``, so
+basicsr's readers and :func:`gtplus_data.image_util.decode_image` return the same pixels from either:
+    * ``png`` (default; ``key.png (h,w,c) level``): zlib-compressed, compress level 0-9. Smallest on disk (the sample
+      photos: about 1.6 bytes per pixel at level 1), but decoding costs about 1.5 ms per 256² image, which a
+      training loader pays for every sample. Pick it for archives, evaluation sets and data read once.
+    * ``bmp`` (``key.bmp (h,w,c) 0``): uncompressed 24-bit BMP, about 3 bytes per pixel (+54 bytes); decoding is a
+      copy (about 0.01 ms per 256²). Pick it for training sets too large for ``cache_decoded`` when the loader
+      workers share few CPU cores with training: it leaves the loader about the CPU work that ``cache_decoded``
+      leaves (README, "Training step, LMDB vs in-memory").
+A database never mixes encodings: values of another encoding are refused, and so is resuming a partial database
+with another encoding than it was started with.
+
+16-bit inputs are stored as 8 bits: BasicSR's ``imfrombytes(..., float32=True)`` divides by 255, so 16-bit values
+would be read wrongly, and 8 bits keep every database uniform. Gray and RGBA inputs arrive as RGB (see
 :mod:`gtplus_data.image_util`), so every value has c = 3.
 
 Guarantees:
@@ -29,13 +42,14 @@ import shutil
 import struct
 
 from gtplus_data.image_source import close_lmdb_readonly
-from gtplus_data.image_util import encode_png
+from gtplus_data.image_util import encode_image
 from gtplus_data.side_file import atomic_write_text
 
 META_INFO = 'meta_info.txt'
 DEFAULT_MAP_SIZE = 1 << 30  # a sparse file on Linux: only used pages take disk space
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> channels as decoded by OpenCV
+ENCODINGS = ('png', 'bmp')  # also the meta_info extension of each
 
 
 def is_complete(path):
@@ -49,12 +63,61 @@ def refuse_complete(path):
         raise FileExistsError(f'output already exists and is complete: {path} (pass --overwrite to replace it)')
 
 
-def png_shape(data):
-    """(h, w, c) read from a PNG header, without decoding the pixels."""
-    if bytes(data[:8]) != PNG_SIGNATURE:
-        raise ValueError('LMDB values must be PNG bytes')
+def check_encoding(encoding):
+    """Return ``encoding`` if the writer can store it ('png' or 'bmp'), else raise ValueError."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f'unknown LMDB encoding {encoding!r}; choose one of {", ".join(ENCODINGS)}')
+    return encoding
+
+
+def value_encoding(data):
+    """The encoding of image bytes from their signature: 'png', 'bmp', or None for anything else."""
+    head = bytes(data[:8])
+    if head == PNG_SIGNATURE:
+        return 'png'
+    if head[:2] == b'BM':
+        return 'bmp'
+    return None
+
+
+def _bmp_shape(data):
+    """(h, w, 3) of a 24-bit uncompressed BMP (the only BMP gtplus writes), read from its header."""
+    if len(data) < 54:
+        raise ValueError('LMDB value is a truncated BMP (shorter than its 54-byte header)')
+    width, height, _, bits, compression = struct.unpack('<iiHHI', bytes(data[18:34]))
+    if bits != 24 or compression != 0:
+        # Paletted or 32-bit BMPs decode to 1, 3 or 4 channels depending on their contents: refuse the guess.
+        raise ValueError(f'BMP LMDB values must be 24-bit uncompressed (got {bits}-bit, compression {compression})')
+    return abs(height), width, 3  # a negative height marks a top-down BMP
+
+
+def value_shape(data, encoding='png'):
+    """(h, w, c) of encoded image bytes, read from their header without decoding the pixels.
+
+    Args:
+        data (bytes | memoryview): a PNG or 24-bit BMP.
+        encoding (str): the database's encoding; bytes of any other encoding are refused (a database never mixes
+            encodings, as its meta_info records one per line).
+
+    Returns:
+        tuple[int, int, int]: height, width, channels as OpenCV decodes them.
+
+    Raises:
+        ValueError: if ``data`` is not an image of ``encoding``, naming both.
+    """
+    actual = value_encoding(data)
+    if actual != encoding:
+        raise ValueError(f'LMDB values must be {encoding.upper()} bytes in this database, got '
+                         f'{actual.upper() + " bytes" if actual else "bytes of no known image format"}')
+    if encoding == 'bmp':
+        return _bmp_shape(data)
     width, height = struct.unpack('>II', bytes(data[16:24]))
     return height, width, PNG_CHANNELS[data[25]]
+
+
+def png_shape(data):
+    """(h, w, c) read from a PNG header, without decoding the pixels (:func:`value_shape` for PNG)."""
+    return value_shape(data, 'png')
 
 
 def check_key(key):
@@ -75,25 +138,48 @@ class LmdbWriter:
     Args:
         out_path (str): the LMDB folder.
         overwrite (bool): delete an existing output (complete or not) first.
-        compress_level (int): PNG compression 0-9, recorded in meta_info.
+        compress_level (int): PNG compression 0-9, recorded in meta_info (BMP is never compressed: 0 is recorded).
         map_size (int | None): initial LMDB map size in bytes (default 1 GiB); doubled whenever it fills up.
         commit_every (int): puts per transaction, i.e. the most a kill can lose.
+        encoding (str): 'png' (compact) or 'bmp' (fast to decode, ~3 bytes per pixel); see the module docstring.
+
+    Raises:
+        ValueError: for an unknown encoding, or when resuming a partial database written in another encoding.
     """
 
-    def __init__(self, out_path, overwrite=False, compress_level=1, map_size=None, commit_every=8):
+    def __init__(self, out_path, overwrite=False, compress_level=1, map_size=None, commit_every=8, encoding='png'):
         import lmdb
         self.out_path = str(out_path)
+        self.encoding = check_encoding(encoding)
         close_lmdb_readonly(self.out_path)  # py-lmdb allows one environment per path and process
-        self.compress_level = int(compress_level)
+        self.compress_level = int(compress_level) if encoding == 'png' else 0
         self.commit_every = int(commit_every)
         if overwrite and osp.exists(self.out_path):
             shutil.rmtree(self.out_path)
         refuse_complete(self.out_path)
         os.makedirs(self.out_path, exist_ok=True)
         self.env = lmdb.open(self.out_path, map_size=map_size or DEFAULT_MAP_SIZE, meminit=False)
+        try:
+            self._check_resumed_encoding()
+        except ValueError:
+            self.env.close()
+            raise
         with self.env.begin() as txn:
             self._done = {bytes(k).decode('ascii') for k in txn.cursor().iternext(values=False)}
         self._pending = {}
+
+    def _check_resumed_encoding(self):
+        """Refuse to resume a partial database whose values are of another encoding (never mix encodings)."""
+        with self.env.begin(buffers=True) as txn:
+            cursor = txn.cursor()
+            found = value_encoding(cursor.value()) if cursor.first() else self.encoding
+        if found is None:
+            raise ValueError(f'cannot resume {self.out_path}: its partial data is not PNG or BMP (pass --overwrite to '
+                             'start again)')
+        if found != self.encoding:
+            raise ValueError(f'cannot resume {self.out_path} with encoding {self.encoding!r}: its partial data is '
+                             f'{found!r} and a database never mixes encodings (resume with --encoding {found}, or '
+                             'pass --overwrite to start again)')
 
     def __enter__(self):
         return self
@@ -106,23 +192,30 @@ class LmdbWriter:
         return key in self._done or key in self._pending
 
     def put_image(self, key, img):
-        """Store ``img`` ((H, W, 3) RGB uint8 / uint16 / float [0,1]) as PNG under ``key``; skipped if present."""
+        """Store ``img`` ((H, W, 3) RGB uint8 / uint16 / float [0,1]) in the database's encoding under ``key``;
+        skipped if present."""
         if not self.has(check_key(key)):
-            self.put_bytes(key, encode_png(img, self.compress_level))
+            self.put_bytes(key, encode_image(img, self.encoding, self.compress_level))
 
     def put_bytes(self, key, data, shape=None):
-        """Store encoded PNG bytes under ``key``; skipped if present.
+        """Store encoded image bytes (of the database's encoding) under ``key``; skipped if present.
 
         Args:
             key (str): ASCII key without spaces.
-            data (bytes): PNG bytes (BGR inside).
-            shape (tuple | None): (h, w, c), checked against the PNG header when given.
+            data (bytes): PNG or 24-bit BMP bytes (BGR inside), matching ``self.encoding``.
+            shape (tuple | None): (h, w, c), checked against the header when given.
+
+        Raises:
+            ValueError: for bytes of another encoding (naming the key) or a shape that differs from the header's.
         """
         if self.has(check_key(key)):
             return
-        actual = png_shape(data)
+        try:
+            actual = value_shape(data, self.encoding)
+        except ValueError as error:
+            raise ValueError(f'key {key!r}: {error}') from None
         if shape is not None and tuple(shape) != actual:
-            raise ValueError(f'key {key!r}: given shape {tuple(shape)} but the PNG is {actual}')
+            raise ValueError(f'key {key!r}: given shape {tuple(shape)} but the {self.encoding.upper()} is {actual}')
         self._pending[key] = bytes(data)
         if len(self._pending) >= self.commit_every:
             self.commit()
@@ -148,9 +241,9 @@ class LmdbWriter:
             int: the number of images in the database.
         """
         self.commit()
-        with self.env.begin(buffers=True) as txn:  # memoryviews: only the PNG headers' pages are touched
-            lines = [f'{bytes(key).decode("ascii")}.png ({h},{w},{c}) {self.compress_level}\n'
-                     for key, value in txn.cursor() for h, w, c in [png_shape(value)]]
+        with self.env.begin(buffers=True) as txn:  # memoryviews: only the image headers' pages are touched
+            lines = [f'{bytes(key).decode("ascii")}.{self.encoding} ({h},{w},{c}) {self.compress_level}\n'
+                     for key, value in txn.cursor() for h, w, c in [value_shape(value, self.encoding)]]
         self.env.sync(True)
         atomic_write_text(osp.join(self.out_path, META_INFO), ''.join(sorted(lines)))
         return len(lines)
@@ -164,7 +257,7 @@ class LmdbWriter:
 
 
 def _put_all(writer, items, total, desc):
-    """Put (key, value) items; value is an (H, W, 3) RGB image or PNG bytes."""
+    """Put (key, value) items; value is an (H, W, 3) RGB image or bytes of the writer's encoding."""
     from tqdm import tqdm
     for key, value in tqdm(items, total=total, desc=desc, unit='img', disable=None):
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -173,41 +266,44 @@ def _put_all(writer, items, total, desc):
             writer.put_image(key, value)
 
 
-def write_images(out_path, items, overwrite=False, compress_level=1, map_size=None, total=None, desc='write lmdb'):
+def write_images(out_path, items, overwrite=False, compress_level=1, map_size=None, total=None, desc='write lmdb',
+                 encoding='png'):
     """Write ``(key, value)`` items to ``out_path`` and complete it (keys already written are skipped).
 
     Args:
         out_path (str): the LMDB folder.
         items (iterable): (key, value) pairs; value is an (H, W, 3) RGB image (uint8 / uint16 / float [0,1]) or
-            PNG bytes.
+            bytes of ``encoding``.
         overwrite (bool): replace an existing output.
         compress_level (int): PNG compression 0-9.
         map_size (int | None): initial map size.
         total (int | None): number of items, for the progress bar.
         desc (str): progress bar label.
+        encoding (str): 'png' or 'bmp' (see the module docstring).
 
     Returns:
         int: number of images in the database.
     """
-    with LmdbWriter(out_path, overwrite, compress_level, map_size) as writer:
+    with LmdbWriter(out_path, overwrite, compress_level, map_size, encoding=encoding) as writer:
         _put_all(writer, items, total, desc)
         return writer.finalize()
 
 
-def write_keys(out_path, keys, load, overwrite=False, compress_level=1, map_size=None, desc='write lmdb'):
+def write_keys(out_path, keys, load, overwrite=False, compress_level=1, map_size=None, desc='write lmdb',
+               encoding='png'):
     """Write ``load(key)`` for every key not yet in ``out_path``, then complete it (meta_info last).
 
     Args:
         out_path (str): the LMDB folder.
         keys (list[str]): the keys to write.
-        load (callable): key -> (H, W, 3) RGB image or PNG bytes. Called only for keys not written yet, so a rerun
-            after a kill loads only the rest.
-        overwrite, compress_level, map_size, desc: as in :func:`write_images`.
+        load (callable): key -> (H, W, 3) RGB image or bytes of ``encoding``. Called only for keys not written yet,
+            so a rerun after a kill loads only the rest.
+        overwrite, compress_level, map_size, desc, encoding: as in :func:`write_images`.
 
     Returns:
         int: number of images in the database.
     """
-    with LmdbWriter(out_path, overwrite, compress_level, map_size) as writer:
+    with LmdbWriter(out_path, overwrite, compress_level, map_size, encoding=encoding) as writer:
         todo = [key for key in keys if not writer.has(key)]
         _put_all(writer, ((key, load(key)) for key in todo), len(todo), desc)
         return writer.finalize()

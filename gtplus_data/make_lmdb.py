@@ -2,14 +2,15 @@
 
 Every input image of this rank's share is decoded first; any unreadable one (corrupt, truncated, empty, not an
 image) or, in paired mode, any unmatched key or inconsistent size is reported by key and path, and nothing is
-written. Values are stored as 8-bit RGB PNG (see :mod:`gtplus_data.lmdb_writer` for the format and guarantees).
+written. Values are stored as 8-bit PNG, or uncompressed BMP with ``encoding='bmp'`` (fast to decode, for training
+sets; see :mod:`gtplus_data.lmdb_writer` for the format, the encodings and the guarantees).
 """
 import os.path as osp
 
 from gtplus_data.image_source import ImageSource, describe_key_mismatch
 from gtplus_data.image_util import ImageReadError
 from gtplus_data.lmdb_shards import dist_rank_world, merge_shards, shard_keys, write_sharded
-from gtplus_data.lmdb_writer import check_key, refuse_complete
+from gtplus_data.lmdb_writer import check_encoding, check_key, refuse_complete
 
 
 def validate_images(source, keys, desc='validate'):
@@ -57,32 +58,35 @@ def check_pair_sizes(lq_shapes, gt_shapes, scale):
                          f'{", ".join(bad[:10])}{more}')
 
 
-def _write_source(source, out_path, rank, world_size, overwrite, compress_level):
+def _write_source(source, out_path, rank, world_size, overwrite, compress_level, encoding):
     """Write this rank's share of ``source`` (already validated) as its part of ``out_path``."""
     return write_sharded(out_path, source.keys, source.read, rank, world_size, overwrite, compress_level,
-                         desc=osp.basename(out_path.rstrip('/')))
+                         desc=osp.basename(out_path.rstrip('/')), encoding=encoding)
 
 
-def folder_to_lmdb(in_path, out_path, overwrite=False, compress_level=1, rank=None, world_size=None):
+def folder_to_lmdb(in_path, out_path, overwrite=False, compress_level=1, rank=None, world_size=None,
+                   encoding='png'):
     """Validate, then write an image folder (or LMDB) as a BasicSR LMDB (or this rank's shard of it).
 
     Args:
         in_path (str): image folder or LMDB.
         out_path (str): the output LMDB folder.
         overwrite (bool): replace a complete output.
-        compress_level (int): PNG compression 0-9.
+        compress_level (int): PNG compression 0-9 (ignored for BMP).
         rank, world_size (int | None): sharding (default: torchrun's RANK / WORLD_SIZE, else one process).
+        encoding (str): 'png' (compact) or 'bmp' (uncompressed, ~3 bytes per pixel, fast to decode).
 
     Returns:
         str: the LMDB this call completed (``out_path`` or its shard).
     """
     rank, world_size = dist_rank_world(rank, world_size)
+    check_encoding(encoding)  # before the validation pass, which can take long
     source = ImageSource(in_path)
     if not overwrite:
         refuse_complete(out_path)
     keys = shard_keys(source.keys, rank, world_size)
     validate_images(source, keys)
-    return _write_source(source, out_path, rank, world_size, overwrite, compress_level)
+    return _write_source(source, out_path, rank, world_size, overwrite, compress_level, encoding)
 
 
 def paired_lmdb_paths(out_prefix):
@@ -92,13 +96,16 @@ def paired_lmdb_paths(out_prefix):
 
 
 def paired_folders_to_lmdb(lq_path, gt_path, out_prefix, scale=1, overwrite=False, compress_level=1, rank=None,
-                           world_size=None):
+                           world_size=None, encoding='png'):
     """Validate LQ/GT pairs (readable, same keys, GT = scale x LQ), then write OUT_PREFIX_{lq,gt}.lmdb.
+
+    Both outputs use ``encoding``; the other arguments are as in :func:`folder_to_lmdb`.
 
     Returns:
         tuple[str, str]: the LQ and GT LMDBs this call completed (or this rank's shards of them).
     """
     rank, world_size = dist_rank_world(rank, world_size)
+    check_encoding(encoding)
     lq_source, gt_source = ImageSource(lq_path), ImageSource(gt_path)
     lq_out, gt_out = paired_lmdb_paths(out_prefix)
     if not overwrite:
@@ -111,12 +118,12 @@ def paired_folders_to_lmdb(lq_path, gt_path, out_prefix, scale=1, overwrite=Fals
     lq_shapes = validate_images(lq_source, keys, 'validate LQ')
     gt_shapes = validate_images(gt_source, keys, 'validate GT')
     check_pair_sizes(lq_shapes, gt_shapes, scale)
-    return tuple(_write_source(source, out, rank, world_size, overwrite, compress_level)
+    return tuple(_write_source(source, out, rank, world_size, overwrite, compress_level, encoding)
                  for source, out in ((lq_source, lq_out), (gt_source, gt_out)))
 
 
 def make_lmdb(paths, lq=None, gt=None, scale=1, merge=False, overwrite=False, compress_level=1, rank=None,
-              world_size=None):
+              world_size=None, encoding='png'):
     """``gtplus make-lmdb``: one folder, an LQ/GT pair, or a merge of finished shards.
 
     Args:
@@ -124,8 +131,8 @@ def make_lmdb(paths, lq=None, gt=None, scale=1, merge=False, overwrite=False, co
             to merge (``[OUT_PREFIX]`` in paired mode).
         lq, gt (str | None): the LQ and GT folders of paired mode (both or neither).
         scale (int): paired mode: GT size = scale x LQ size.
-        merge (bool): merge the shards of every output instead of writing.
-        overwrite, compress_level, rank, world_size: see :func:`folder_to_lmdb`.
+        merge (bool): merge the shards of every output instead of writing (the shards' own encoding is kept).
+        overwrite, compress_level, rank, world_size, encoding: see :func:`folder_to_lmdb`.
 
     Returns:
         list[str]: one 'PATH' (or 'PATH: N images' after a merge) per output written.
@@ -134,7 +141,8 @@ def make_lmdb(paths, lq=None, gt=None, scale=1, merge=False, overwrite=False, co
     if merge:
         outputs = list(paired_lmdb_paths(paths[-1])) if paired else list(paths)
         return [f'{out}: {merge_shards(out, overwrite=overwrite)} images' for out in outputs]
-    common = dict(overwrite=overwrite, compress_level=compress_level, rank=rank, world_size=world_size)
+    common = dict(overwrite=overwrite, compress_level=compress_level, rank=rank, world_size=world_size,
+                  encoding=encoding)
     if paired:
         if not (lq and gt) or len(paths) != 1:
             raise ValueError('paired mode needs --lq LQ_DIR --gt GT_DIR and one OUT_PREFIX')

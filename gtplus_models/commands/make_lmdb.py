@@ -13,7 +13,12 @@ def add_arguments(parser):
     parser.add_argument('--scale', type=int, default=1, help='paired mode: GT size = scale x LQ size (default 1)')
     parser.add_argument('--overwrite', action='store_true', help='replace a complete output')
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10), metavar='0-9',
-                        help='PNG compression level (default 1, as BasicSR)')
+                        help='PNG compression level (default 1, as BasicSR; not used by --encoding bmp)')
+    parser.add_argument('--encoding', choices=('png', 'bmp'), default='png',
+                        help='stored image format, recorded in meta_info.txt (key.png / key.bmp); both lossless and '
+                        "read by basicsr's LMDB backend. png (default): compact. bmp: uncompressed, ~3 bytes per "
+                        'pixel (about 2x a PNG photo) but nearly free to decode: for training sets too large for '
+                        'cache_decoded')
     add_shard_arguments(parser, 'merge the finished shards of each output (every PATH, or the --lq/--gt pair of '
                         'OUT_PREFIX) into the final LMDB')
 
@@ -26,5 +31,5 @@ def run(args):
     # Our errors name each bad file; OpenCV's own decoder warnings name none and would bury them.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     report_outputs(make_lmdb(args.paths, args.lq, args.gt, args.scale, args.merge, args.overwrite,
-                             args.compress_level, args.rank, args.world_size), 'done')
+                             args.compress_level, args.rank, args.world_size, encoding=args.encoding), 'done')
     return 0
