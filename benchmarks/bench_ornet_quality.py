@@ -13,7 +13,6 @@ ornet.yml) unless --iters is given.
 import argparse
 import os
 import os.path as osp
-import subprocess
 import time
 
 import torch
@@ -22,14 +21,9 @@ TEMPLATES = 'enhanced_supervision'  # the quickstart pipeline whose stages this 
 
 
 def train_preset(out, preset, iters):
-    from gtplus_models.quickstart.common import fill_template, iteration_overrides, train_command
-    name = f'bench_ornet_{preset}'
-    weights = osp.join(out, 'experiments', name, 'models', 'net_g_latest.pth')
-    if not osp.isfile(weights):
-        overrides = iteration_overrides(iters) + [f'name={name}', f'network_g:preset={preset}']
-        subprocess.run(train_command(fill_template(out, TEMPLATES, 'ornet'), overrides), cwd=out, check=True,
-                       stdout=subprocess.DEVNULL)
-    return weights
+    from gtplus_models.quickstart.common import train_stage
+    return train_stage(out, TEMPLATES, 'ornet', iters, [f'network_g:preset={preset}'],
+                       experiment=f'bench_ornet_{preset}')
 
 
 def refine_with(out, preset, weights, cond):

@@ -28,7 +28,8 @@ def _flag(train_opt, key, default):
 class ORNetModel(OfficialCheckpointMixin, SRModel):
     """Trains ``network_g`` (an ORNet) against targets from a frozen CFMG.
 
-    Each step draws c ~ U(0,1) (one value for the batch, as the official code; or one per sample); the target is
+    Each step draws c ~ U(0,1) (one value for the batch, as the official code; or one per sample; or trains at one
+    fixed c); the target is
     ``clamp(Î(c))`` from the frozen CFMG (eval mode, same c) and the loss is ``pixel(clamp(ORNet(x, c)), Î(c))`` plus
     optional perceptual terms against the GT: ``train.perceptual_iqa_opt`` (pyiqa full-reference metrics through the
     quality adapter; the official recipe is ``{metrics: [{name: lpips, weight: 0.03}, {name: dists, weight: 0.03}]}``)
@@ -40,6 +41,9 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
         train.pixel_opt: a basicsr loss, ORNet output vs Î(c) (both [0,1]). Default
             ``{type: L1Loss, loss_weight: 2.0}``: the official L1 is taken on [-1,1] tensors, 2x the L1 on [0,1].
         train.cond_per_sample (bool): draw one c per sample instead of one per step. Default false (official).
+        train.fixed_cond (float | None): train at this one c in [0,1] instead of drawing c. ``fixed_cond: 0`` is the
+            control that isolates enhanced supervision: the same network trained towards Î(0), the CFMG's
+            fidelity-only output (about the GT). Default None (draw c).
         train.clamp_output (bool): clamp ORNet's output to [0,1] before the pixel loss, as the official code does
             (pixels outside [0,1] then get no gradient from it). Default true.
         ornet_input: 'gt' (the paper: ORNet sees the GT) or 'restorer' (ORNet sees a frozen restorer's output on
@@ -82,6 +86,11 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
         self.cri_pix = build_loss(dict(train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT)).to(self.device)
         self.cond_per_sample = _flag(train_opt, 'cond_per_sample', DEFAULT_COND_PER_SAMPLE)
         self.clamp_output = _flag(train_opt, 'clamp_output', DEFAULT_CLAMP_OUTPUT)
+        self.fixed_cond = train_opt.get('fixed_cond')
+        if self.fixed_cond is not None and (isinstance(self.fixed_cond, bool) or
+                                            not isinstance(self.fixed_cond, (int, float)) or
+                                            not 0 <= self.fixed_cond <= 1):
+            raise ValueError(f'train.fixed_cond must be a number in [0, 1] or null, got {self.fixed_cond!r}.')
         perceptual = train_opt.get('perceptual_opt')
         self.cri_perceptual = build_loss(perceptual).to(self.device) if perceptual else None
         iqa_opt = train_opt.get('perceptual_iqa_opt')
@@ -104,7 +113,10 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
     def optimize_parameters(self, current_iter):
         if self.sources is None:
             raise KeyError("ORNetModel training needs 'variants' in the data (set dataroot_variants).")
-        cond = draw_condition(self.gt.shape[0], self.device, per_sample=self.cond_per_sample)
+        if self.fixed_cond is None:
+            cond = draw_condition(self.gt.shape[0], self.device, per_sample=self.cond_per_sample)
+        else:
+            cond = condition_tensor(float(self.fixed_cond), self.gt.shape[0], self.device)
         with torch.no_grad():
             target = enhance(self.net_cfmg, self.gt, self.sources, cond)[0].clamp(0, 1)
         self.optimizer_g.zero_grad()

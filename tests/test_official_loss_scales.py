@@ -171,6 +171,34 @@ def test_ornet_per_sample_c_and_unclamped_output_are_options(tmp_path, frozen_cf
     assert abs(l_pix - (output.clamp(0, 1) - target).abs().mean().item()) > 0.1 * l_pix
 
 
+def test_ornet_fixed_cond_trains_at_that_c_only(tmp_path, frozen_cfmg, monkeypatch):
+    """train.fixed_cond (the c = 0 control of the benchmark): no c is drawn, the target is the CFMG at that c."""
+    import gtplus_models.ornet_model as ornet_model
+    monkeypatch.setattr(ornet_model, 'draw_condition', lambda *a, **k: pytest.fail('c must not be drawn'))
+    data = photo_batch(32)
+    losses = {}
+    for value in (0, 0.8):
+        model = build_ornet(tmp_path, frozen_cfmg, fixed_cond=value, clamp_output=False,
+                            pixel_opt={'type': 'L1Loss', 'loss_weight': 1.0})
+        before = copy.deepcopy(model.net_g).eval()
+        model.feed_data(data)
+        model.optimize_parameters(1)
+        cond = torch.full((3, ), float(value))
+        with torch.no_grad():
+            sources = torch.cat([data['gt'].unsqueeze(1), data['variants']], dim=1)
+            target = model.net_cfmg(data['gt'], sources, cond)[0].clamp(0, 1)
+            expected = (before(data['gt'], cond) - target).abs().mean().item()
+        losses[value] = model.get_current_log()['l_pix']
+        assert losses[value] == pytest.approx(expected, rel=1e-5)
+    assert losses[0] != pytest.approx(losses[0.8], rel=1e-3)  # the fixed c reaches both ORNet and the target
+
+
+@pytest.mark.parametrize('value', [1.5, -0.1, '0', True])
+def test_ornet_fixed_cond_must_be_a_number_in_unit_range(tmp_path, frozen_cfmg, value):
+    with pytest.raises(ValueError, match='train.fixed_cond must be a number in'):
+        build_ornet(tmp_path, frozen_cfmg, fixed_cond=value)
+
+
 def test_ornet_flags_must_be_booleans(tmp_path, frozen_cfmg):
     with pytest.raises(ValueError, match='train.clamp_output must be true or false'):
         build_ornet(tmp_path, frozen_cfmg, clamp_output='false')

@@ -112,3 +112,20 @@ def test_own_photos_errors_name_the_problem(tmp_path):
         load_photos(str(tmp_path / 'out'), 128, photos)
     proc = run_cli(['quickstart', str(tmp_path / 'q'), '--photos', str(tmp_path / 'none')], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith('gtplus quickstart: error:') and 'none' in proc.stderr
+
+
+def test_report_rules_count_the_images_that_beat_a_control():
+    from gtplus_models.quickstart.report import beats_on, beats_reference, share_beating
+    gt = {'a': {'psnr_vs_pristine': 30.0, 'niqe': 8.0, 'piqe': 40.0},
+          'b': {'psnr_vs_pristine': 25.0, 'niqe': 6.0, 'piqe': 30.0},
+          'c': {'psnr_vs_pristine': 28.0, 'niqe': 7.0, 'piqe': 20.0},
+          'd': {'psnr_vs_pristine': 28.0, 'niqe': 7.0, 'piqe': 20.0}}
+    new = {'a': {'psnr_vs_pristine': 30.01, 'niqe': 9.0, 'piqe': 50.0},   # PSNR up: better target
+           'b': {'psnr_vs_pristine': 24.95, 'niqe': 5.0, 'piqe': 29.0},   # NIQE down, PSNR within 0.1 dB
+           'c': {'psnr_vs_pristine': 27.85, 'niqe': 6.0, 'piqe': 19.0},   # NIQE down but PSNR 0.15 dB lower
+           'd': {'psnr_vs_pristine': 28.0, 'niqe': 6.0, 'piqe': 21.0}}    # NIQE down, PIQE up
+    assert [beats_reference(new[k], gt[k]) for k in 'abcd'] == [True, True, False, True]
+    assert share_beating(new, gt, beats_reference) == 0.75
+    assert [beats_on(new[k], gt[k]) for k in 'abcd'] == [False, True, True, False]
+    assert share_beating(new, gt, beats_on) == 0.5
+    assert share_beating(new, gt, lambda n, o: beats_on(n, o, ('niqe', ))) == 0.75

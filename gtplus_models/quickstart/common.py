@@ -149,9 +149,10 @@ def network_opt(out, pipeline, name, key='network_g'):
         return yaml.safe_load(f)[key]
 
 
-def latest_weights(out, name):
-    """Where ``gtplus train`` leaves the last checkpoint of stage ``name`` (experiment ``quickstart_<name>``)."""
-    return osp.join(out, 'experiments', f'quickstart_{name}', 'models', 'net_g_latest.pth')
+def latest_weights(out, name, experiment=None):
+    """Where ``gtplus train`` leaves the last checkpoint of stage ``name`` (experiment ``quickstart_<name>``, or
+    ``experiment``: a variant of the stage that a benchmark trains beside it)."""
+    return osp.join(out, 'experiments', experiment or f'quickstart_{name}', 'models', 'net_g_latest.pth')
 
 
 def load_stage_network(out, pipeline, name, device='cpu'):
@@ -177,7 +178,7 @@ def train_command(opt_file, overrides=()):
     return cmd + ['--force_yml', *overrides] if overrides else cmd
 
 
-def train_stage(out, pipeline, name, iters=None, extra_overrides=()):
+def train_stage(out, pipeline, name, iters=None, extra_overrides=(), experiment=None):
     """Run ``gtplus train --auto_resume`` on a filled template in OUT (skipped when its last checkpoint exists).
 
     Args:
@@ -186,19 +187,22 @@ def train_stage(out, pipeline, name, iters=None, extra_overrides=()):
         name (str): the stage, e.g. 'restorer'.
         iters (int | None): shorten training to this many iterations (a preview).
         extra_overrides (tuple[str]): further ``--force_yml`` entries.
+        experiment (str | None): train a variant of the stage under this experiment name (default: the stage's own,
+            ``quickstart_<name>``); ``extra_overrides`` then say how it differs.
 
     Returns:
         str: the last checkpoint.
     """
-    weights = latest_weights(out, name)
+    weights = latest_weights(out, name, experiment)
     if osp.isfile(weights):
         return weights
     opt_file = fill_template(out, pipeline, name)
-    logger().info(f'quickstart: training {name} ({opt_file})')
-    cmd = train_command(opt_file, iteration_overrides(iters) + list(extra_overrides))
+    logger().info(f'quickstart: training {experiment or name} ({opt_file})')
+    naming = [f'name={experiment}'] if experiment else []
+    cmd = train_command(opt_file, iteration_overrides(iters) + naming + list(extra_overrides))
     proc = subprocess.run(cmd, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f'quickstart stage {name} failed:\n{proc.stderr[-3000:]}')
+        raise RuntimeError(f'quickstart stage {experiment or name} failed:\n{proc.stderr[-3000:]}')
     return weights
 
 

@@ -12,9 +12,11 @@ Stages (each skipped when its output exists, so a rerun resumes; templates in
 ``quickstart/templates/enhanced_supervision/``):
 1. data: sample photos -> pristine / GT / LQ LMDBs;
 2. restorer: a small GTPlusNAFNet, LQ -> GT (``gtplus train``);
-3. enhancer: a small GTPlusNAFNet that undoes x2-x4 bicubic down-up sampling, trained on the training photos'
-   pristine versions only: the offline stand-in for OSEDiff (see the enhancer template);
-4. SR variants of the GT at x2/x3/x4 (``gtplus super-resolve-gt``'s engine), shown in figures/sr_variants.png, and
+3. enhancer: a small GTPlusNAFNet trained on pairs made from the training photos' pristine versions only
+   (``gtplus make-enhancer-pairs``'s engine: Gaussian blur, x1-x3 bicubic down-up, noise and JPEG, drawn per
+   pair), so that it deblurs and not only upsamples: the offline stand-in for OSEDiff (see the enhancer template);
+4. the stand-in's variants of the GT at x1 (the GT itself), x2 and x3 (``gtplus super-resolve-gt``'s engine; a
+   xs variant runs the enhancer at s times the GT's size), shown in figures/sr_variants.png, and
    training-free detail variants (USM, Wiener, Richardson-Lucy; ``--detail-sweep``), the CFMG's sources;
 5. CFMG with offline NIQE as the quality judge; 6. enhanced GT of the held-out photos at c (``enhance-gt``'s engine);
 7. ORNet ('light' preset) GT -> Î(c); 8. refine: restorer + ORNet on the held-out LQ, and a c-sweep;
@@ -33,6 +35,7 @@ from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, StageTimer, load_ph
                                              split_photos, train_stage, write_lmdb)
 from gtplus_models.quickstart.report import (ArraySource, evaluate_images, improved_metrics, mean_table, summarise,
                                              write_report)
+from gtplus_models.tools.enhancer_pairs import write_enhancer_pairs
 from gtplus_models.tools.enhance_gt import mask_panels, read_sources, source_names, write_enhanced_gt
 from gtplus_models.tools.figures import labelled_strip, stack_rows, write_sources_preview
 from gtplus_models.tools.refine import cond_folder, refine_source
@@ -46,22 +49,19 @@ TEST_PHOTOS = ('chelsea', 'rocket')
 PHOTO_SIZE = 256
 GT_DEGRADATION = dict(blur_sigma=1.3, noise_sigma=0., jpeg_quality=90)
 LQ_DEGRADATION = dict(blur_sigma=2.0, noise_sigma=8., jpeg_quality=50)
-ENHANCER_SCALES = (2, 3, 4)
+# The learned stand-in: its training pairs (``write_enhancer_pairs`` ranges: blur σ in GT pixels, noise σ on
+# 0-255, JPEG quality) and the scales of its variants. A stand-in trained on plain bicubic down-up pairs stayed
+# 55-60 dB from the GT (it undid its own upsampling and nothing else); with blur in its inputs it deblurs.
+ENHANCER_PAIRS = dict(scales=(1, 2, 3), blur=(0.5, 2.5), noise=(0., 3.), jpeg=(75, 95))
+ENHANCER_SCALES = (1, 2, 3)
 # The CFMG's sources besides the GT: training-free detail variants at the GT's own blur (σ 1.3). The learned
-# stand-in's x2/x3/x4 variants are still made and shown (figures/sr_variants.png) next to them: they stay 55-60 dB
-# from the GT, too close to give the CFMG anything to mix (README, "A CFMG that responds to c").
+# stand-in's variants are made and shown (figures/sr_variants.png) next to them; benchmarks/
+# bench_enhanced_supervision.py compares the two families and both together as sources.
 DETAIL_SWEEP = ('usm', 'wiener:1.3', 'rl:1.3')
 SWEEP_CONDS = (0.0, 0.3, 0.6, 1.0)
 SOURCE_LABELS = {'gt': 'GT', 'enhanced_gt': 'enhanced GT', 'restorer': 'restorer output',
                  'restorer_ornet': 'restorer + ORNet'}
 COMPARISONS = (('restorer_ornet', 'restorer'), ('enhanced_gt', 'gt'))
-
-
-def down_up(img, scale):
-    """Bicubic down by ``scale`` then back up: the blur an x``scale`` SR model learns to undo."""
-    from gtplus_data.degradations import resize
-    height, width = img.shape[:2]
-    return resize(resize(img, height // scale, width // scale), height, width)
 
 
 def prepare_data(out, size=PHOTO_SIZE, photos=None, holdout=None):
@@ -76,14 +76,14 @@ def prepare_data(out, size=PHOTO_SIZE, photos=None, holdout=None):
                    {k: degrade(v, **GT_DEGRADATION, seed=i) for i, (k, v) in enumerate(sorted(photos.items()))})
         write_lmdb(osp.join(data, f'{split}_lq.lmdb'),
                    {k: degrade(v, **LQ_DEGRADATION, seed=100 + i) for i, (k, v) in enumerate(sorted(photos.items()))})
-    pairs = {f'{k}_x{s}': (down_up(v, s), v) for k, v in splits['train'].items() for s in ENHANCER_SCALES}
-    write_lmdb(osp.join(data, 'enhancer_lq.lmdb'), {k: v[0] for k, v in pairs.items()})
-    write_lmdb(osp.join(data, 'enhancer_gt.lmdb'), {k: v[1] for k, v in pairs.items()})
+    if not all(is_complete(osp.join(data, f'enhancer_{part}.lmdb')) for part in ('lq', 'gt')):
+        write_enhancer_pairs(osp.join(data, 'train_pristine.lmdb'), osp.join(data, 'enhancer'), preview=0,
+                             **ENHANCER_PAIRS)
     return splits
 
 
 def variant_roots(out, split):
-    """The learned stand-in's x2/x3/x4 variants of a split's GT."""
+    """The learned stand-in's variants (ENHANCER_SCALES) of a split's GT."""
     return [variant_path(osp.join(out, 'data', f'{split}_sr'), s) for s in ENHANCER_SCALES]
 
 
@@ -105,7 +105,7 @@ def enhanced_gt_path(out, cond):
 
 
 def make_variants(out):
-    """Stage 4: x2/x3/x4 SR variants of the train and test GT with the quickstart enhancer."""
+    """Stage 4: the stand-in's variants (ENHANCER_SCALES) of the train and test GT."""
     enhancer = arch_enhancer(load_stage_network(out, TEMPLATES, 'enhancer'))
     for split in ('train', 'test'):
         if all(is_complete(path) for path in variant_roots(out, split)):

@@ -91,6 +91,24 @@ def better(metric, new, old):
     return new > old if higher else new < old
 
 
+def beats_on(new, old, metrics=('niqe', 'piqe')):
+    """True when image metrics ``new`` are better than ``old`` on every one of ``metrics`` (rows of
+    :func:`evaluate_images`)."""
+    return all(better(m, new[m], old[m]) for m in metrics)
+
+
+def beats_reference(new, old, tolerance_db=0.1):
+    """The rule for a target that claims to be better than the GT: PSNR to the pristine photo up, or NIQE down with
+    PSNR to the pristine photo at most ``tolerance_db`` lower (rows of :func:`evaluate_images`)."""
+    psnr_new, psnr_old = new['psnr_vs_pristine'], old['psnr_vs_pristine']
+    return psnr_new > psnr_old or (new['niqe'] < old['niqe'] and psnr_new >= psnr_old - tolerance_db)
+
+
+def share_beating(per_new, per_old, rule):
+    """Fraction in [0, 1] of the images of ``per_old`` ({key: metric row}) on which ``rule(new_row, old_row)``."""
+    return float(np.mean([rule(per_new[key], per_old[key]) for key in per_old]))
+
+
 def verdicts(means, comparisons, labels):
     """Plain statements, one per metric, for each (method, control) pair of ``comparisons``.
 
