@@ -48,8 +48,12 @@ def yaml_list(paths):
 
 
 def train_set(out, name, iters):
-    """Train the CFMG and the ORNet of source set ``name``; returns (cfmg weights, ornet weights)."""
-    from gtplus_models.quickstart.common import train_stage
+    """Train the CFMG and the ORNet of source set ``name`` (the quickstart's own for its SOURCE_SET, unless --iters
+    differs from the quickstart's); returns (cfmg weights, ornet weights)."""
+    from gtplus_models.quickstart.common import latest_weights, train_stage
+    from gtplus_models.quickstart.enhanced_supervision import SOURCE_SET
+    if name == SOURCE_SET and iters is None and osp.isfile(latest_weights(out, 'ornet')):
+        return latest_weights(out, 'cfmg'), latest_weights(out, 'ornet')
     variants = source_sets(out, 'train')[name]
     common = [f'datasets:train:dataroot_variants={yaml_list(variants)}']
     cfmg = train_stage(out, TEMPLATES, 'cfmg', iters, common + [f'network_g:num_sources={len(variants) + 1}'],

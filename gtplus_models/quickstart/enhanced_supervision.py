@@ -58,6 +58,9 @@ ENHANCER_SCALES = (1, 2, 3)
 # stand-in's variants are made and shown (figures/sr_variants.png) next to them; benchmarks/
 # bench_enhanced_supervision.py compares the two families and both together as sources.
 DETAIL_SWEEP = ('usm', 'wiener:1.3', 'rl:1.3')
+# Which of benchmarks/bench_enhanced_supervision.py's source sets (standin, detail, both) the cfmg/ornet templates
+# train on: the benchmark reuses the quickstart's own CFMG and ORNet for it.
+SOURCE_SET = 'detail'
 SWEEP_CONDS = (0.0, 0.3, 0.6, 1.0)
 SOURCE_LABELS = {'gt': 'GT', 'enhanced_gt': 'enhanced GT', 'restorer': 'restorer output',
                  'restorer_ornet': 'restorer + ORNet'}
