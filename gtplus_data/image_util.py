@@ -228,9 +228,12 @@ def write_png(path, img, compress_level=None):
 
 
 def chw_tensor(img):
-    """(H, W, 3) float32 RGB [0,1] -> Tensor[3, H, W] float RGB [0,1] (a view where possible, as basicsr's
-    img2tensor; a DataLoader's collate copies it into the batch anyway)."""
-    return torch.from_numpy(np.ascontiguousarray(img).transpose(2, 0, 1)).float()
+    """(H, W, 3) float32 RGB [0,1] -> Tensor[3, H, W] float RGB [0,1], a view of ``img`` (possibly strided, e.g.
+    of a rotated crop): a DataLoader's collate makes the one copy into the batch, and a strided copy costs a third
+    of copying to contiguous HWC first. Only negative strides, which torch cannot view, are copied here."""
+    if any(stride < 0 for stride in img.strides):
+        img = np.ascontiguousarray(img)
+    return torch.from_numpy(img.transpose(2, 0, 1)).float()
 
 
 def image_to_tensor(img, device='cpu'):
