@@ -3,13 +3,20 @@
 The model is the quickstart's ORNet stage (ORNet 'light' + frozen CFMG target, batch 4, 128² crops of the sample
 photos with 3 GT variants): the data side reads 4 images per sample. Every arm runs the same model steps; the
 in-memory arm replays batches collated beforehand, so the ratio is the cost the LMDB loader adds. The LMDB arms store
-the same images in each value encoding of :mod:`gtplus_data.lmdb_writer` (PNG level 1, the default; PNG level 0,
-i.e. zlib without compression; BMP, uncompressed) and, for PNG, with ``cache_decoded``.
+the same images in each value encoding of :mod:`gtplus_data.lmdb_writer` (PNG level 1, the default; BMP,
+uncompressed) and, for PNG, with ``cache_decoded``. The BMP arms read the training crops as windows of the stored
+rows (what the datasets do) and, for comparison, decode every image whole before cropping (as PNG must). The
+"ready samples" arm is the same 2-worker DataLoader serving samples made beforehand: the worker processes, collate
+and the transfer of batches between processes with no reading at all, i.e. the floor of every LMDB arm.
+
+Each timed loader round starts a fresh iterator and first takes 2 batches untimed: forking the workers and their
+first batch are paid once per epoch in training (basicsr makes one iterator per epoch), not once per 40 steps.
 
     python benchmarks/bench_train_iter.py [--iters 30]
 """
 import argparse
 import os
+import sys
 import tempfile
 import time
 
@@ -18,7 +25,8 @@ import torch
 
 
 # arm name -> (encoding, PNG compress level) of its LMDBs
-ENCODINGS = {'PNG': ('png', 1), 'PNG level 0': ('png', 0), 'BMP': ('bmp', 0)}
+ENCODINGS = {'PNG': ('png', 1), 'BMP': ('bmp', 0)}
+WARMUP_BATCHES = 2  # per loader round, untimed: the workers' fork and first batch (paid once per epoch)
 
 
 def write_data(folder, encoding='png', compress_level=1):
@@ -57,18 +65,55 @@ def build(folder, paths):
     return build_model(opt), build_loader(paths)
 
 
-def build_loader(paths, cache_decoded=False):
-    """basicsr's training loader (EnlargedSampler, 2 workers) over the LMDBs."""
+def build_loader(paths, cache_decoded=False, windows=True):
+    """basicsr's training loader (EnlargedSampler, 2 workers) over the LMDBs; ``windows=False``: every image decoded
+    whole before cropping, even where the dataset would read windows (BMP)."""
     from basicsr.data import build_dataloader, build_dataset
     from basicsr.data.data_sampler import EnlargedSampler
+
+    from gtplus_data.paired_variants_dataset import GTPlusPairedVariantsDataset
+
+    class WholeImageDecode(GTPlusPairedVariantsDataset):  # not registered: only this benchmark uses it
+        def _read_crop_windows(self, *args):
+            return None
+
     dataset_opt = {'name': 'bench', 'type': 'GTPlusPairedVariantsDataset', 'phase': 'train',
                    'dataroot_gt': paths['gt'], 'dataroot_variants': [paths['x2'], paths['x3'], paths['x4']],
                    'io_backend': {'type': 'lmdb'}, 'gt_size': 128, 'use_hflip': True, 'use_rot': True,
                    'num_worker_per_gpu': 2, 'batch_size_per_gpu': 4, 'dataset_enlarge_ratio': 100,
                    'cache_decoded': cache_decoded}
-    dataset = build_dataset(dataset_opt)
+    dataset = build_dataset(dataset_opt) if windows else WholeImageDecode(dataset_opt)
     sampler = EnlargedSampler(dataset, 1, 0, dataset_opt['dataset_enlarge_ratio'])
     return build_dataloader(dataset, dataset_opt, num_gpu=0, dist=False, sampler=sampler, seed=0)
+
+
+class ReadySamples:
+    """Samples made beforehand, served by index (the dataset of the "ready samples" arm)."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        return self.samples[index]
+
+
+def ready_loader(dataset, count=64):
+    """A DataLoader like basicsr's (2 workers, batch 4) over ``count`` samples of ``dataset`` made beforehand."""
+    from torch.utils.data import DataLoader
+    samples = ReadySamples([dataset[index % len(dataset)] for index in range(count)])
+    return DataLoader(samples, batch_size=4, shuffle=False, num_workers=2, drop_last=True,
+                      sampler=[index % count for index in range(100 * count)])
+
+
+def steady(loader):
+    """A fresh iterator over ``loader`` after its first batches (the workers' start, paid once per epoch)."""
+    batches = iter(loader)
+    for _ in range(WARMUP_BATCHES):
+        next(batches)
+    return batches
 
 
 def time_sample(dataset, samples=64):
@@ -100,14 +145,21 @@ def main():
         in_memory = [next(loader_iter) for _ in range(args.iters)]
         del loader_iter  # its workers would otherwise idle beside the timed ones
         time_steps(model, in_memory[:3], 3)  # warm-up
-        # arm name -> (batches: an iterable, re-iterated every round; stored bytes per pixel)
-        arms = {'in-memory tensors': (in_memory, None)}
-        for name, (paths, bytes_per_pixel) in data.items():
-            arms[f'LMDB {name}, 2 workers'] = (loader if name == 'PNG' else build_loader(paths), bytes_per_pixel)
-        arms['LMDB PNG, 2 workers, cache_decoded'] = (build_loader(data['PNG'][0], cache_decoded=True), data['PNG'][1])
+        # arm name -> (batches: a list or a DataLoader, re-iterated every round; stored bytes per pixel)
+        arms = {'in-memory tensors': (in_memory, None),
+                '2 workers serving ready samples (no reading)': (ready_loader(loader.dataset), None),
+                'LMDB PNG, 2 workers': (loader, data['PNG'][1]),
+                'LMDB BMP, 2 workers, whole-image decode': (build_loader(data['BMP'][0], windows=False),
+                                                            data['BMP'][1]),
+                'LMDB BMP, 2 workers, crop windows': (build_loader(data['BMP'][0]), data['BMP'][1]),
+                'LMDB PNG, 2 workers, cache_decoded': (build_loader(data['PNG'][0], cache_decoded=True),
+                                                       data['PNG'][1])}
         rows, samples = [], []
         for _ in range(2):  # interleave the arms: this machine is shared and noisy
-            rows += [(name, time_steps(model, iter(batches), args.iters)) for name, (batches, _) in arms.items()]
+            for name, (batches, _) in arms.items():
+                rows.append((name, time_steps(model, batches if isinstance(batches, list) else steady(batches),
+                                              args.iters)))
+                print(f'{name}: {rows[-1][1]:.3f} s / iter', file=sys.stderr, flush=True)  # progress on a slow machine
             samples += [(name, time_sample(batches.dataset)) for name, (batches, _) in arms.items()
                         if name != 'in-memory tensors']
     best = {name: min(t for n, t in rows if n == name) for name in arms}

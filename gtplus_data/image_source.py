@@ -5,8 +5,9 @@ Every gtplus tool that consumes images (make-lmdb, scoring, GT variants, enhance
 16-bit, corrupt) are handled the same way everywhere (see that module).
 """
 import os
+from contextlib import contextmanager
 
-from gtplus_data.image_util import decode_image
+from gtplus_data.image_util import bmp_pixel_view, decode_image
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -59,6 +60,8 @@ _READ_ENVS = {}
 
 def open_lmdb_readonly(path):
     """The shared read-only, lock-free environment of LMDB ``path``, opened on first use."""
+    if path in _READ_ENVS:  # already a resolved path: skip realpath's per-call lstat of every path component
+        return _READ_ENVS[path]
     real = os.path.realpath(path)
     if real not in _READ_ENVS:
         import lmdb
@@ -98,6 +101,7 @@ class ImageSource:
                 raise FileNotFoundError(f'LMDB has no meta_info.txt (incomplete or interrupted write?): {self.path}')
             self.kind = 'lmdb'
             self.keys = sorted(read_meta_info_keys(self.path))
+            self._real_path = os.path.realpath(self.path)
             self._files = None
         else:
             self.kind = 'folder'
@@ -127,11 +131,31 @@ class ImageSource:
                 raise KeyError(f'key {key!r} not in {self.path}')
             with open(self._files[key], 'rb') as f:
                 return f.read()
-        with open_lmdb_readonly(self.path).begin(write=False) as txn:
+        with open_lmdb_readonly(self._real_path).begin(write=False) as txn:
             value = txn.get(key.encode('ascii'))
         if value is None:
             raise KeyError(f'key {key!r} not in {self.path}')
         return bytes(value)
+
+    @contextmanager
+    def pixel_view(self, key):
+        """The stored pixels of ``key`` without decoding or copying them, where the value allows it.
+
+        Use as ``with source.pixel_view(key) as pixels:``; crop windows of ``pixels`` and convert them with
+        :func:`gtplus_data.image_util.pixels_to_rgb_float` inside the block (the view points into the LMDB map and
+        is valid only there).
+
+        Yields:
+            np.ndarray | None: (H, W, 3) read-only uint8 BGR view of an uncompressed 24-bit BMP LMDB value (see
+            :func:`gtplus_data.image_util.bmp_pixel_view`); None for folders, missing keys and every other value,
+            which :meth:`read` decodes (and reports errors for).
+        """
+        if self.kind != 'lmdb':
+            yield None
+            return
+        with open_lmdb_readonly(self._real_path).begin(write=False, buffers=True) as txn:
+            value = txn.get(key.encode('ascii'))
+            yield None if value is None else bmp_pixel_view(value)
 
     def read(self, key):
         """Decode the image under ``key``.

@@ -13,10 +13,15 @@ Decoding (:func:`decode_image`, used by :class:`gtplus_data.image_source.ImageSo
 * 16-bit: scaled to [0, 1] by dividing by 65535 (float images are clipped to [0, 1]);
 * corrupt, truncated, empty or non-image data: :class:`ImageReadError`, naming the path (and key).
 
+Windows of uncompressed BMPs (:func:`bmp_pixel_view`) are read without decoding the whole image: a training loader
+that crops converts only the crop, through the same :func:`pixels_to_rgb_float` as :func:`decode_image`, so the
+pixels are exactly those of decoding the whole file and cropping.
+
 EXIF orientation is not applied: pixels are returned as stored, as BasicSR's LMDB values are.
 """
 import os
 import os.path as osp
+import struct
 
 import cv2
 import numpy as np
@@ -27,7 +32,7 @@ class ImageReadError(ValueError):
     """An image that cannot be decoded (corrupt, truncated, empty or not an image). The message names its path."""
 
 
-# Channel order fixes applied to the integer image, before the float conversion, where a swap costs least.
+# Channel order fixes applied to the integer image (OpenCV decodes BGR(A)).
 _TO_RGB = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}
 
 
@@ -72,12 +77,59 @@ def decode_image(data, name):
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0 or img.ndim not in (2, 3):
         raise ImageReadError(f'cannot decode image (corrupt, truncated or not an image): {name}')
+    return pixels_to_rgb_float(img, name)
+
+
+def pixels_to_rgb_float(img, name):
+    """Decoded pixels in OpenCV's channel order -> RGB float (the conversion of :func:`decode_image`).
+
+    Args:
+        img (np.ndarray): (H, W) gray, (H, W, 1), (H, W, 2) gray + alpha, (H, W, 3) BGR or (H, W, 4) BGRA; uint8,
+            uint16 or float. May be a read-only or strided view (a crop window): it is never written to.
+        name (str): the path (and key) to name in errors.
+
+    Returns:
+        np.ndarray: (H, W, 3) float32 RGB in [0, 1], a new C-contiguous array.
+    """
     if img.ndim == 3 and img.shape[2] in _TO_RGB:
-        img = cv2.cvtColor(img, _TO_RGB[img.shape[2]])  # OpenCV decodes BGR(A)
+        # Swap on the integer pixels, where it costs least; a strided window is first copied as integers (fast),
+        # because numpy's float conversion of a strided view is about ten times slower than of a contiguous one.
+        img = cv2.cvtColor(np.ascontiguousarray(img), _TO_RGB[img.shape[2]])
     try:
         return _to_rgb(_to_unit_float(img)).astype(np.float32, copy=False)
     except TypeError as error:
         raise ImageReadError(f'{error}: {name}') from error
+
+
+def bmp_pixel_view(data):
+    """The pixels of an uncompressed 24-bit BMP as a zero-copy view into its bytes, for reading windows of it.
+
+    Reads the header as OpenCV does: pixel data at the offset in bytes 10-13, a BITMAPINFOHEADER or later (size at
+    14-17 >= 40), width and height (signed; a negative height is a top-down image) at 18-25, one plane, 24 bits per
+    pixel at 28-29, compression 0 (BI_RGB) at 30-33; rows are stored bottom-up unless top-down, each padded to 4
+    bytes.
+
+    Args:
+        data (bytes | memoryview): the encoded file, for example a zero-copy memoryview into an LMDB map (the view
+            is only valid as long as ``data`` is).
+
+    Returns:
+        np.ndarray | None: (H, W, 3) read-only uint8 BGR view, top row first, so that
+        ``pixels_to_rgb_float(view[t:b, l:r], name)`` equals ``decode_image(data, name)[t:b, l:r]`` bit for bit;
+        None for anything else (not a BMP, paletted, 16- or 32-bit, compressed, an OS/2 header, truncated), which
+        :func:`decode_image` reads instead.
+    """
+    if len(data) < 54 or bytes(data[:2]) != b'BM':
+        return None
+    offset, header_size, width, height, planes, bits, compression = struct.unpack('<IIiiHHI', bytes(data[10:34]))
+    if header_size < 40 or planes != 1 or bits != 24 or compression != 0 or width <= 0 or height == 0:
+        return None
+    rows, row_bytes = abs(height), (3 * width + 3) // 4 * 4
+    if offset < 14 + header_size or len(data) < offset + rows * row_bytes:
+        return None
+    pixels = np.frombuffer(data, np.uint8, count=rows * row_bytes, offset=offset).reshape(rows, row_bytes)
+    pixels = pixels[:, :3 * width].reshape(rows, width, 3)  # drop the row padding (a view: rows keep their stride)
+    return pixels if height < 0 else pixels[::-1]
 
 
 def to_uint8(img):
@@ -176,9 +228,12 @@ def write_png(path, img, compress_level=None):
 
 
 def chw_tensor(img):
-    """(H, W, 3) float32 RGB [0,1] -> Tensor[3, H, W] float RGB [0,1] (a view where possible, as basicsr's
-    img2tensor; a DataLoader's collate copies it into the batch anyway)."""
-    return torch.from_numpy(np.ascontiguousarray(img).transpose(2, 0, 1)).float()
+    """(H, W, 3) float32 RGB [0,1] -> Tensor[3, H, W] float RGB [0,1], a view of ``img`` (possibly strided, e.g.
+    of a rotated crop): a DataLoader's collate makes the one copy into the batch, and a strided copy costs a third
+    of copying to contiguous HWC first. Only negative strides, which torch cannot view, are copied here."""
+    if any(stride < 0 for stride in img.strides):
+        img = np.ascontiguousarray(img)
+    return torch.from_numpy(img.transpose(2, 0, 1)).float()
 
 
 def image_to_tensor(img, device='cpu'):

@@ -13,10 +13,14 @@ basicsr's readers and :func:`gtplus_data.image_util.decode_image` return the sam
     * ``png`` (default; ``key.png (h,w,c) level``): zlib-compressed, compress level 0-9. Smallest on disk (the sample
       photos: about 1.6 bytes per pixel at level 1), but decoding costs about 1.5 ms per 256² image, which a
       training loader pays for every sample. Pick it for archives, evaluation sets and data read once.
-    * ``bmp`` (``key.bmp (h,w,c) 0``): uncompressed 24-bit BMP, about 3 bytes per pixel (+54 bytes); decoding is a
-      copy (about 0.01 ms per 256²). Pick it for training sets too large for ``cache_decoded`` when the loader
-      workers share few CPU cores with training: it leaves the loader about the CPU work that ``cache_decoded``
-      leaves (README, "Training step, LMDB vs in-memory").
+    * ``bmp`` (``key.bmp (h,w,c) 0``): uncompressed 24-bit BMP, about 3 bytes per pixel (+54 bytes), rows stored
+      as they are, so nothing needs decoding. The gtplus training datasets read a ``gt_size`` crop as a window of
+      the stored rows, straight from the LMDB map (zero-copy; see
+      :meth:`gtplus_data.dataset_util.KeyedRootsDataset.load`): only the crop is copied and converted to float,
+      with the same random draws, so the samples are bit-identical to those of a PNG LMDB. Pick it for training
+      sets, above all those too large for ``cache_decoded``, when the loader workers share few CPU cores with
+      training: the loader's CPU work per sample falls below ``cache_decoded``'s (README, "Training step, LMDB vs
+      in-memory"). basicsr's own readers decode it whole with ``cv2.imdecode``, as any BMP.
 A database never mixes encodings: values of another encoding are refused, and so is resuming a partial database
 with another encoding than it was started with.
 

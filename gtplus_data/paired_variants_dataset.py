@@ -35,12 +35,7 @@ class GTPlusPairedVariantsDataset(KeyedRootsDataset):
     def __getitem__(self, index):
         key = self.keys[index]
         gt_path = self.path_of('gt', key)
-        gts = [self.read(name, key) for name in ['gt'] + self.variant_names]
-        lq = self.read('lq', key) if self.has_lq else None
-        if lq is not None and self.opt.get('phase') != 'train':
-            # As basicsr: trim GT to scale x LQ, so sizes that are not multiples of scale still pair up.
-            gts = [img[:lq.shape[0] * self.scale, :lq.shape[1] * self.scale] for img in gts]
-        gts, lq = self.crop_and_augment(gts, lq, self.scale, gt_path)
+        gts, lq = self.load(key, ['gt'] + self.variant_names, 'lq' if self.has_lq else None, self.scale, gt_path)
         out = {'gt': chw_tensor(gts[0]), 'gt_path': gt_path}
         if lq is not None:
             out.update(lq=chw_tensor(lq), lq_path=self.path_of('lq', key))

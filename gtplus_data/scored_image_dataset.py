@@ -35,5 +35,5 @@ class GTPlusScoredImageDataset(KeyedRootsDataset):
     def __getitem__(self, index):
         key = self.keys[index]
         path = self.path_of('gt', key)
-        (gt, ), _ = self.crop_and_augment([self.read('gt', key)], path=path)
+        (gt, ), _ = self.load(key, ['gt'], path=path)
         return {'gt': chw_tensor(gt), 'score': torch.tensor(self.scores[key], dtype=torch.float32), 'gt_path': path}

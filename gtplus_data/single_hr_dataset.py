@@ -23,5 +23,5 @@ class GTPlusSingleHRDataset(KeyedRootsDataset):
     def __getitem__(self, index):
         key = self.keys[index]
         path = self.path_of('gt', key)
-        (gt, ), _ = self.crop_and_augment([self.read('gt', key)], path=path)
+        (gt, ), _ = self.load(key, ['gt'], path=path)
         return {'gt': chw_tensor(gt), 'gt_path': path}

@@ -22,6 +22,16 @@ def test_uint8_survives_every_conversion_exactly():
     np.testing.assert_array_equal(tensor_to_image(tensor), img)
 
 
+def test_chw_tensor_of_strided_crops():
+    """Rotated (transposed) and flipped crops, as augment leaves them, and negative strides, which torch cannot view."""
+    img = np.random.RandomState(1).rand(9, 11, 3).astype(np.float32)
+    for view in (img[1:8, 2:9].transpose(1, 0, 2), img[::-1], img[:, ::-2, ::-1], img):
+        expected = torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1)))
+        got = chw_tensor(view)
+        assert got.dtype == torch.float32 and torch.equal(got, expected)
+        assert torch.equal(torch.stack([got, got]), torch.stack([expected, expected]))
+
+
 def test_tensor_to_image_clamps_and_rounds_once():
     tensor = torch.tensor([-0.5, 0.5 / 255, 1.5 / 255, 2.0]).reshape(1, 1, 1, 4).expand(1, 3, 1, 4)
     assert tensor_to_uint8(tensor)[0, :, 0].tolist() == [0, 0, 2, 255]  # round half to even, as numpy

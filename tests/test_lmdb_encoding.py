@@ -1,19 +1,22 @@
 """LMDB value encodings: BMP (uncompressed, fast to decode) beside the default PNG.
 
 A BMP LMDB must hold the same pixels as the PNG one, be read by basicsr's own LMDB backend, give bit-identical
-training batches, record its encoding in meta_info, never mix encodings (resume, put_bytes, merge), and be made by
+training batches (its training crops read as windows of the stored rows, without decoding the whole image), record
+its encoding in meta_info, never mix encodings (resume, put_bytes, merge), and be made by
 ``gtplus make-lmdb --encoding bmp``.
 """
 import os
 import random
+import struct
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from data_helpers import lmdb_items, make_folder, random_rgb, read_text
 
 from gtplus_data.image_source import ImageSource
-from gtplus_data.image_util import encode_bmp, encode_png
+from gtplus_data.image_util import bmp_pixel_view, decode_image, encode_bmp, encode_png, pixels_to_rgb_float
 from gtplus_data.lmdb_shards import merge_shards, read_lmdb_format, shard_path, write_sharded
 from gtplus_data.lmdb_writer import LmdbWriter, value_shape, write_images
 from gtplus_models.cli import main
@@ -97,15 +100,91 @@ def test_basicsr_lmdb_backend_reads_the_bmp_database(tmp_path):
         env.close()
 
 
+def handmade_bmp(rgb, top_down=False, gap=0, bits=24, compression=0):
+    """A 24-bit BMP written by hand (BITMAPINFOHEADER), in either row order and with ``gap`` bytes between the
+    headers and the pixels; ``bits`` and ``compression`` only change the header (for refusals)."""
+    height, width = rgb.shape[:2]
+    row_bytes = (3 * width + 3) // 4 * 4
+    rows = np.zeros((height, row_bytes), np.uint8)
+    rows[:, :3 * width] = rgb[:, :, ::-1].reshape(height, 3 * width)
+    rows[:, 3 * width:] = 0xAB  # padding that must never show up in pixels
+    pixels = (rows if top_down else rows[::-1]).tobytes()
+    offset = 54 + gap
+    header = struct.pack('<2sIHHI', b'BM', offset + len(pixels), 0, 0, offset)
+    info = struct.pack('<IiiHHIIiiII', 40, width, -height if top_down else height, 1, bits, compression, len(pixels),
+                       2835, 2835, 0, 0)
+    return header + info + b'\x55' * gap + pixels
+
+
+@pytest.mark.parametrize('height, width', [(7, 9), (5, 13), (6, 1), (1, 6), (11, 10), (4, 4)])
+def test_bmp_windows_equal_the_full_decode_cropped(height, width):
+    """Rows padded to 4 bytes (3 * width not a multiple of 4), both row orders, a pixel offset past the header."""
+    rgb = random_rgb(height * 31 + width, height, width)
+    rng = np.random.RandomState(width)
+    for data in [encode_bmp(rgb)] + [handmade_bmp(rgb, top_down, gap) for top_down in (False, True) for gap in (0, 6)]:
+        full = decode_image(data, 'x')  # cv2.imdecode + the RGB float conversion
+        np.testing.assert_array_equal((full * 255).round().astype(np.uint8), rgb)  # the handmade file is valid
+        view = bmp_pixel_view(memoryview(data))
+        assert view.shape == (height, width, 3) and view.dtype == np.uint8 and not view.flags.writeable
+        np.testing.assert_array_equal(pixels_to_rgb_float(view, 'x'), full)
+        for _ in range(10):
+            top, left = rng.randint(0, height), rng.randint(0, width)
+            bottom, right = rng.randint(top + 1, height + 1), rng.randint(left + 1, width + 1)
+            window = pixels_to_rgb_float(view[top:bottom, left:right], 'x')
+            assert window.dtype == np.float32 and window.flags.c_contiguous
+            assert np.array_equal(window, full[top:bottom, left:right])
+
+
+def test_bmp_pixel_view_refuses_what_it_cannot_read():
+    """Everything but uncompressed 24-bit BMP is left to cv2.imdecode (None), never misread."""
+    rgb = random_rgb(5, 6, 7)
+    bgra = np.dstack([rgb[:, :, ::-1], np.full((6, 7), 255, np.uint8)])
+    refused = {
+        '32-bit': cv2.imencode('.bmp', bgra)[1].tobytes(),
+        '8-bit paletted': cv2.imencode('.bmp', rgb[:, :, 0])[1].tobytes(),
+        'compressed': handmade_bmp(rgb, compression=1),
+        '16-bit header': handmade_bmp(rgb, bits=16),
+        'truncated': encode_bmp(rgb)[:-1],
+        'header only': encode_bmp(rgb)[:54],
+        'png': encode_png(rgb),
+        'empty': b'',
+    }
+    assert bytes(refused['32-bit'][28:30]) == struct.pack('<H', 32)
+    assert bytes(refused['8-bit paletted'][28:30]) == struct.pack('<H', 8)
+    os2 = bytearray(encode_bmp(rgb))
+    os2[14:18] = struct.pack('<I', 12)  # a BITMAPCOREHEADER has 16-bit sizes at other offsets
+    refused['os/2 header'] = bytes(os2)
+    for kind, data in refused.items():
+        assert bmp_pixel_view(data) is None, kind
+
+
+def write_raw_lmdb(path, values, shapes):
+    """An LMDB of arbitrary values with a BasicSR meta_info (the writer would refuse these values)."""
+    import lmdb
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for key, value in values.items():
+            txn.put(key.encode('ascii'), value)
+    env.close()
+    with open(os.path.join(path, 'meta_info.txt'), 'w') as f:
+        f.writelines(f'{key}.bmp ({h},{w},3) 0\n' for key, (h, w) in sorted(shapes.items()))
+    return str(path)
+
+
 @pytest.fixture(scope='module')
 def roots(tmp_path_factory):
-    """GT 24x32, LQ (x2) 12x16 and a GT-size variant, each as a PNG and a BMP LMDB of the same images."""
+    """GT 26x30, LQ (x2) 13x15 and a GT-size variant (odd widths: padded BMP rows), each as a PNG and a BMP LMDB of
+    the same images; 'var32' holds the variant as 32-bit BMPs (opaque alpha), which windows cannot read."""
     tmp = tmp_path_factory.mktemp('enc')
-    gt = {f'{i:03d}': random_rgb(i, 24, 32) for i in range(6)}
-    lq = {f'{i:03d}': random_rgb(100 + i, 12, 16) for i in range(6)}
-    var = {f'{i:03d}': random_rgb(200 + i, 24, 32) for i in range(6)}
-    return {name: dict(zip(('png', 'bmp'), both(tmp, data, name))) for name, data in
-            (('gt', gt), ('lq', lq), ('var', var))}
+    gt = {f'{i:03d}': random_rgb(i, 26, 30) for i in range(6)}
+    lq = {f'{i:03d}': random_rgb(100 + i, 13, 15) for i in range(6)}
+    var = {f'{i:03d}': random_rgb(200 + i, 26, 30) for i in range(6)}
+    out = {name: dict(zip(('png', 'bmp'), both(tmp, data, name))) for name, data in
+           (('gt', gt), ('lq', lq), ('var', var))}
+    var32 = {key: cv2.imencode('.bmp', np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 255, np.uint8)]))[1]
+             .tobytes() for key, rgb in var.items()}
+    out['var32'] = {'bmp': write_raw_lmdb(tmp / 'var32.lmdb', var32, {key: (26, 30) for key in var})}
+    return out
 
 
 def dataset_opt(roots, encoding, **opt):
@@ -117,19 +196,70 @@ def dataset_opt(roots, encoding, **opt):
     return base
 
 
-def test_training_samples_from_bmp_equal_those_from_png(roots):
+def count_full_decodes(monkeypatch):
+    """Count ImageSource.read calls (the full decode; windowed training crops never call it)."""
+    calls = []
+    original = ImageSource.read
+    monkeypatch.setattr(ImageSource, 'read', lambda self, key: calls.append(key) or original(self, key))
+    return calls
+
+
+SAMPLE_KINDS = {  # name -> (dataset options over the BMP roots, item keys compared)
+    'lq + variant': ({}, ('gt', 'lq', 'variants')),
+    'lq, gt_size not a multiple of scale': ({'gt_size': 9}, ('gt', 'lq', 'variants')),
+    'gt + variant': ({'dataroot_lq': None}, ('gt', 'variants')),
+    'single HR': ({'type': 'GTPlusSingleHRDataset'}, ('gt', )),
+}
+
+
+@pytest.mark.parametrize('kind', SAMPLE_KINDS)
+def test_training_samples_from_bmp_equal_those_from_png(roots, monkeypatch, kind):
+    """With the windowed read active (no full decode of any BMP value), the same draws give the same tensors."""
     from basicsr.data import build_dataset
-    png, bmp = (build_dataset(dataset_opt(roots, encoding)) for encoding in ('png', 'bmp'))
+    opt, keys = SAMPLE_KINDS[kind]
+    png, bmp = (build_dataset(dataset_opt(roots, encoding, **opt)) for encoding in ('png', 'bmp'))
+    full_decodes = count_full_decodes(monkeypatch)
     for repeat in range(3):  # random crops, flips and rotations: the same draws must give the same tensors
         for index in range(len(png)):
             random.seed(repeat * 100 + index)
-            expected = png[index]
+            expected, state = png[index], random.getstate()
+            decodes = len(full_decodes)
             random.seed(repeat * 100 + index)
             got = bmp[index]
-            for key in ('gt', 'lq', 'variants'):
+            assert len(full_decodes) == decodes, 'the BMP sample was decoded whole, not read as windows'
+            assert random.getstate() == state  # the same draws, so later samples stay in step too
+            for key in keys:
                 assert expected[key].dtype == got[key].dtype == torch.float32
+                assert expected[key].shape == got[key].shape
                 assert torch.equal(expected[key], got[key]), (repeat, index, key)
             assert expected['gt_path'] == got['gt_path']
+
+
+@pytest.mark.parametrize('opt', [{'dataroot_variants': 'var32'}, {'phase': 'val'}, {'cache_decoded': True},
+                                 {'gt_size': 40}], ids=['32-bit variant', 'val', 'cache', 'too large'])
+def test_bmp_samples_fall_back_to_the_full_decode(roots, monkeypatch, opt):
+    """A BMP that windows cannot read (32-bit, here in one of the roots), the val phase and cache_decoded take the
+    full decode, with the same samples as PNG; a crop larger than the image raises the full path's error."""
+    from basicsr.data import build_dataset
+    variant = opt.pop('dataroot_variants', None)
+    png_opt, bmp_opt = dataset_opt(roots, 'png', **opt), dataset_opt(roots, 'bmp', **opt)
+    if variant:
+        bmp_opt['dataroot_variants'] = [roots[variant]['bmp']]
+    png, bmp = build_dataset(png_opt), build_dataset(bmp_opt)
+    full_decodes = count_full_decodes(monkeypatch)
+    if opt.get('gt_size') == 40:
+        with pytest.raises(ValueError, match='smaller than patch size'):
+            bmp[0]
+        return
+    for index in range(len(png)):
+        random.seed(index)
+        expected = png[index]
+        random.seed(index)
+        decodes = len(full_decodes)
+        got = bmp[index]
+        assert len(full_decodes) > decodes
+        for key in ('gt', 'lq', 'variants'):
+            assert torch.equal(expected[key], got[key]), (index, key)
 
 
 def test_training_batches_from_bmp_equal_those_from_png(roots):
