@@ -38,9 +38,8 @@ MAX_PSNR_LOSS = 0.3
 
 def source_sets(out, split):
     """{set name: variant LMDB paths} of a split (the quickstart's stand-in and detail variants)."""
-    from gtplus_models.quickstart.enhanced_supervision import source_roots, variant_roots
-    standin, detail = variant_roots(out, split), source_roots(out, split)
-    return {'standin': standin, 'detail': detail, 'both': standin + detail}
+    from gtplus_models.quickstart.enhanced_supervision import SOURCE_SETS, set_roots
+    return {name: set_roots(out, split, name) for name in SOURCE_SETS}
 
 
 def yaml_list(paths):

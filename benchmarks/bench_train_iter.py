@@ -1,4 +1,4 @@
-"""Training time per iteration with LMDB data (2 dataloader workers) relative to in-memory tensors.
+"""Training time per iteration with LMDB data (2 dataloader workers, or none) relative to in-memory tensors.
 
 The model is the quickstart's ORNet stage (ORNet 'light' + frozen CFMG target, batch 4, 128² crops of the sample
 photos with 3 GT variants): the data side reads 4 images per sample. Every arm runs the same model steps; the
@@ -11,6 +11,8 @@ and the transfer of batches between processes with no reading at all, i.e. the f
 
 Each timed loader round starts a fresh iterator and first takes 2 batches untimed: forking the workers and their
 first batch are paid once per epoch in training (basicsr makes one iterator per epoch), not once per 40 steps.
+The two "0 workers" arms read in the training process (``num_worker_per_gpu: 0``): no processes, no transfer, but
+the reading is no longer parallel to the step, so only a cheap read (BMP crop windows) pays off.
 
     python benchmarks/bench_train_iter.py [--iters 30]
 """
@@ -65,9 +67,10 @@ def build(folder, paths):
     return build_model(opt), build_loader(paths)
 
 
-def build_loader(paths, cache_decoded=False, windows=True):
-    """basicsr's training loader (EnlargedSampler, 2 workers) over the LMDBs; ``windows=False``: every image decoded
-    whole before cropping, even where the dataset would read windows (BMP)."""
+def build_loader(paths, cache_decoded=False, windows=True, workers=2):
+    """basicsr's training loader (EnlargedSampler, ``workers`` processes; 0: samples read in the training process)
+    over the LMDBs; ``windows=False``: every image decoded whole before cropping, even where the dataset would read
+    windows (BMP)."""
     from basicsr.data import build_dataloader, build_dataset
     from basicsr.data.data_sampler import EnlargedSampler
 
@@ -80,7 +83,7 @@ def build_loader(paths, cache_decoded=False, windows=True):
     dataset_opt = {'name': 'bench', 'type': 'GTPlusPairedVariantsDataset', 'phase': 'train',
                    'dataroot_gt': paths['gt'], 'dataroot_variants': [paths['x2'], paths['x3'], paths['x4']],
                    'io_backend': {'type': 'lmdb'}, 'gt_size': 128, 'use_hflip': True, 'use_rot': True,
-                   'num_worker_per_gpu': 2, 'batch_size_per_gpu': 4, 'dataset_enlarge_ratio': 100,
+                   'num_worker_per_gpu': workers, 'batch_size_per_gpu': 4, 'dataset_enlarge_ratio': 100,
                    'cache_decoded': cache_decoded}
     dataset = build_dataset(dataset_opt) if windows else WholeImageDecode(dataset_opt)
     sampler = EnlargedSampler(dataset, 1, 0, dataset_opt['dataset_enlarge_ratio'])
@@ -153,7 +156,10 @@ def main():
                                                             data['BMP'][1]),
                 'LMDB BMP, 2 workers, crop windows': (build_loader(data['BMP'][0]), data['BMP'][1]),
                 'LMDB PNG, 2 workers, cache_decoded': (build_loader(data['PNG'][0], cache_decoded=True),
-                                                       data['PNG'][1])}
+                                                       data['PNG'][1]),
+                # Reads cheap enough to do in the training process: no worker processes to compete for the cores.
+                'LMDB BMP, crop windows, 0 workers': (build_loader(data['BMP'][0], workers=0), data['BMP'][1]),
+                'LMDB PNG, 0 workers': (build_loader(data['PNG'][0], workers=0), data['PNG'][1])}
         rows, samples = [], []
         for _ in range(2):  # interleave the arms: this machine is shared and noisy
             for name, (batches, _) in arms.items():

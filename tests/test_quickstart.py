@@ -129,3 +129,22 @@ def test_report_rules_count_the_images_that_beat_a_control():
     assert [beats_on(new[k], gt[k]) for k in 'abcd'] == [False, True, True, False]
     assert share_beating(new, gt, beats_on) == 0.5
     assert share_beating(new, gt, lambda n, o: beats_on(n, o, ('niqe', ))) == 0.75
+
+
+def test_cfmg_and_ornet_templates_train_on_the_pipelines_source_set(tmp_path):
+    """The templates list the variant LMDBs of SOURCE_SET, which the pipeline mixes at test time: they must agree."""
+    import yaml
+
+    from gtplus_models.quickstart.common import fill_template
+    from gtplus_models.quickstart.enhanced_supervision import SOURCE_SETS, TEMPLATES, set_roots, source_roots
+    expected = source_roots(str(tmp_path), 'train')
+    assert expected == set_roots(str(tmp_path), 'train', 'both') and len(expected) == 6
+    assert set_roots(str(tmp_path), 'train', 'standin') + set_roots(str(tmp_path), 'train', 'detail') == expected
+    assert SOURCE_SETS == ('standin', 'detail', 'both')
+    for stage, key in (('cfmg', 'network_g'), ('ornet', 'network_cfmg')):
+        with open(fill_template(str(tmp_path), TEMPLATES, stage)) as f:
+            opt = yaml.safe_load(f)
+        assert opt['datasets']['train']['dataroot_variants'] == expected
+        assert opt[key]['num_sources'] == len(expected) + 1
+    with pytest.raises(ValueError, match="unknown source set 'all'"):
+        set_roots(str(tmp_path), 'train', 'all')

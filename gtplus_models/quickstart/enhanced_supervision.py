@@ -17,7 +17,7 @@ Stages (each skipped when its output exists, so a rerun resumes; templates in
    pair), so that it deblurs and not only upsamples: the offline stand-in for OSEDiff (see the enhancer template);
 4. the stand-in's variants of the GT at x1 (the GT itself), x2 and x3 (``gtplus super-resolve-gt``'s engine; a
    xs variant runs the enhancer at s times the GT's size), shown in figures/sr_variants.png, and
-   training-free detail variants (USM, Wiener, Richardson-Lucy; ``--detail-sweep``), the CFMG's sources;
+   training-free detail variants (USM, Wiener, Richardson-Lucy; ``--detail-sweep``): together the CFMG's sources;
 5. CFMG with offline NIQE as the quality judge; 6. enhanced GT of the held-out photos at c (``enhance-gt``'s engine);
 7. ORNet ('light' preset) GT -> Î(c); 8. refine: restorer + ORNet on the held-out LQ, and a c-sweep;
 9. report.json / report.md and figures.
@@ -54,13 +54,13 @@ LQ_DEGRADATION = dict(blur_sigma=2.0, noise_sigma=8., jpeg_quality=50)
 # 55-60 dB from the GT (it undid its own upsampling and nothing else); with blur in its inputs it deblurs.
 ENHANCER_PAIRS = dict(scales=(1, 2, 3), blur=(0.5, 2.5), noise=(0., 3.), jpeg=(75, 95))
 ENHANCER_SCALES = (1, 2, 3)
-# The CFMG's sources besides the GT: training-free detail variants at the GT's own blur (σ 1.3). The learned
-# stand-in's variants are made and shown (figures/sr_variants.png) next to them; benchmarks/
-# bench_enhanced_supervision.py compares the two families and both together as sources.
+# Training-free detail variants at the GT's own blur (σ 1.3), CFMG sources next to the stand-in's variants.
 DETAIL_SWEEP = ('usm', 'wiener:1.3', 'rl:1.3')
-# Which of benchmarks/bench_enhanced_supervision.py's source sets (standin, detail, both) the cfmg/ornet templates
-# train on: the benchmark reuses the quickstart's own CFMG and ORNet for it.
-SOURCE_SET = 'detail'
+# The CFMG's source sets compared by benchmarks/bench_enhanced_supervision.py: the stand-in's variants, the detail
+# variants, or both. SOURCE_SET is the one the cfmg/ornet templates train on, picked from that benchmark (README,
+# "Where the gain comes from"); the benchmark reuses the quickstart's own CFMG and ORNet for it.
+SOURCE_SETS = ('standin', 'detail', 'both')
+SOURCE_SET = 'both'
 SWEEP_CONDS = (0.0, 0.3, 0.6, 1.0)
 SOURCE_LABELS = {'gt': 'GT', 'enhanced_gt': 'enhanced GT', 'restorer': 'restorer output',
                  'restorer_ornet': 'restorer + ORNet'}
@@ -90,15 +90,28 @@ def variant_roots(out, split):
     return [variant_path(osp.join(out, 'data', f'{split}_sr'), s) for s in ENHANCER_SCALES]
 
 
-def source_roots(out, split):
-    """The CFMG's sources besides the GT: the detail variants of a split's GT."""
+def detail_roots(out, split):
+    """The training-free detail variants (DETAIL_SWEEP) of a split's GT."""
     return [osp.join(out, 'data', f'{split}_detail', f'{detail_options(spec)[0]}.lmdb') for spec in DETAIL_SWEEP]
+
+
+def set_roots(out, split, name):
+    """The variant LMDBs of source set ``name`` (one of SOURCE_SETS) of a split's GT."""
+    if name not in SOURCE_SETS:
+        raise ValueError(f'unknown source set {name!r}; choose from {", ".join(SOURCE_SETS)}')
+    standin = variant_roots(out, split) if name in ('standin', 'both') else []
+    return standin + (detail_roots(out, split) if name in ('detail', 'both') else [])
+
+
+def source_roots(out, split):
+    """The CFMG's sources besides the GT (SOURCE_SET; the cfmg/ornet templates list the same for 'train')."""
+    return set_roots(out, split, SOURCE_SET)
 
 
 def make_detail_variants(out):
     """Stage 4b: the training-free detail variants of the train and test GT (``super-resolve-gt --detail-sweep``)."""
     for split in ('train', 'test'):
-        if not all(is_complete(path) for path in source_roots(out, split)):
+        if not all(is_complete(path) for path in detail_roots(out, split)):
             super_resolve_gt(osp.join(out, 'data', f'{split}_gt.lmdb'), osp.join(out, 'data', f'{split}_detail'),
                              detail_sweep=list(DETAIL_SWEEP), preview=0)
 
@@ -207,7 +220,9 @@ def make_figures(out, refine_dir, cond):
         masks = mask_panels(cfmg, gt, cond, source_names(variant_paths))
         mask_rows.append(labelled_strip([(f'{label} [{key}]', img) for label, img in masks]))
     write_png(osp.join(figures, 'masks.png'), stack_rows(mask_rows))
-    write_sources_preview([('GT', gt_source)] + list(zip(source_names(variant_paths)[1:], variant_sources)),
+    detail_paths = detail_roots(out, 'test')
+    write_sources_preview([('GT', gt_source)] + [(name, ImageSource(path)) for name, path in
+                                                 zip(source_names(detail_paths)[1:], detail_paths)],
                           osp.join(figures, 'detail_variants.png'), num_keys=len(keys))
     sr_paths = variant_roots(out, 'test')
     write_sources_preview([('GT', gt_source)] + [(name, ImageSource(path)) for name, path in
