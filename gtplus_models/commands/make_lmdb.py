@@ -17,8 +17,8 @@ def add_arguments(parser):
     parser.add_argument('--encoding', choices=('png', 'bmp'), default='png',
                         help='stored image format, recorded in meta_info.txt (key.png / key.bmp); both lossless and '
                         "read by basicsr's LMDB backend. png (default): compact. bmp: uncompressed, ~3 bytes per "
-                        'pixel (about 2x a PNG photo) but nearly free to decode: for training sets too large for '
-                        'cache_decoded')
+                        'pixel (about 2x a PNG photo) but nearly free to read (crops are read as windows): for '
+                        'training sets too large for cache_decoded; on few cores also set num_worker_per_gpu: 0')
     add_shard_arguments(parser, 'merge the finished shards of each output (every PATH, or the --lq/--gt pair of '
                         'OUT_PREFIX) into the final LMDB')
 
