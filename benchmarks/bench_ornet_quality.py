@@ -11,7 +11,6 @@ Every preset trains as long as the quickstart's ORNet (gtplus_models/quickstart/
 ornet.yml) unless --iters is given.
 """
 import argparse
-import os
 import os.path as osp
 import time
 

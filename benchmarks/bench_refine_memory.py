@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
@@ -75,7 +74,7 @@ def main():
     print(f'gtplus refine on one {args.size}x{args.size} image, restorer '
           f'{"SIDD NAFNet w32" if args.sidd else "quickstart NAFNet w16"} + ORNet light, CPU '
           f'{torch.get_num_threads()} threads')
-    print(f'| tile | time (s) | peak RSS (MiB) | time / untiled | peak / untiled |')
+    print('| tile | time (s) | peak RSS (MiB) | time / untiled | peak / untiled |')
     print('| --- | --- | --- | --- | --- |')
     for tile, seconds, peak in rows:
         label = 'untiled' if tile == 0 else str(tile)

@@ -169,6 +169,23 @@ class ImageSource:
         return decode_image(self.read_bytes(key), self.describe(key))
 
 
+def input_source(path):
+    """The :class:`ImageSource` a tool reads from, refused when it holds no image (an empty folder once became an
+    empty LMDB, and an empty refine, with exit 0).
+
+    Raises:
+        FileNotFoundError: as :class:`ImageSource`.
+        ValueError: naming ``path`` and what was looked for, if it holds no image.
+    """
+    source = ImageSource(path)
+    if not source.keys:
+        if source.kind == 'lmdb':
+            raise ValueError(f'{path} is an LMDB with no keys in its meta_info.txt')
+        raise ValueError(f'{path} holds no images (files ending in {", ".join(IMAGE_EXTENSIONS)} directly inside; '
+                         'subfolders are not searched)')
+    return source
+
+
 def describe_key_mismatch(keys_a, keys_b, name_a, name_b, limit=10):
     """Say which keys only one of two sets has, naming up to ``limit`` of each and counting the rest.
 

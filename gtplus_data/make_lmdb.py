@@ -7,7 +7,7 @@ sets; see :mod:`gtplus_data.lmdb_writer` for the format, the encodings and the g
 """
 import os.path as osp
 
-from gtplus_data.image_source import ImageSource, describe_key_mismatch
+from gtplus_data.image_source import describe_key_mismatch, input_source
 from gtplus_data.image_util import ImageReadError
 from gtplus_data.lmdb_shards import dist_rank_world, merge_shards, shard_keys, write_sharded
 from gtplus_data.lmdb_writer import check_encoding, check_key, refuse_complete
@@ -81,7 +81,7 @@ def folder_to_lmdb(in_path, out_path, overwrite=False, compress_level=1, rank=No
     """
     rank, world_size = dist_rank_world(rank, world_size)
     check_encoding(encoding)  # before the validation pass, which can take long
-    source = ImageSource(in_path)
+    source = input_source(in_path)
     if not overwrite:
         refuse_complete(out_path)
     keys = shard_keys(source.keys, rank, world_size)
@@ -106,7 +106,7 @@ def paired_folders_to_lmdb(lq_path, gt_path, out_prefix, scale=1, overwrite=Fals
     """
     rank, world_size = dist_rank_world(rank, world_size)
     check_encoding(encoding)
-    lq_source, gt_source = ImageSource(lq_path), ImageSource(gt_path)
+    lq_source, gt_source = input_source(lq_path), input_source(gt_path)
     lq_out, gt_out = paired_lmdb_paths(out_prefix)
     if not overwrite:
         refuse_complete(lq_out)

@@ -12,6 +12,7 @@ import argparse
 import os
 import os.path as osp
 import random
+import re
 
 import yaml
 
@@ -79,6 +80,38 @@ def _require_type(opt_path, value, types, what):
         raise OptionsError(f'{opt_path} must be {what}, got {value!r} ({type(value).__name__}).')
 
 
+def _require_at_least(opt_path, value, minimum):
+    # An int of the right type but out of range (total_iter: 0 once saved an untrained net_g_latest.pth, exit 0).
+    if value < minimum:
+        raise OptionsError(f'{opt_path} must be >= {minimum}, got {value}.')
+
+
+# Optimiser and scheduler keys whose values are numbers. PyYAML 1.1 reads '1e-3' (no dot) as a string, which torch
+# would refuse deep inside the optimiser: such strings are read as the numbers users meant.
+NUMERIC_TRAIN_KEYS = ('lr', 'weight_decay', 'eta_min', 'eps', 'momentum', 'gamma', 'betas', 'restart_weights')
+FLOAT_PATTERN = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?')
+
+
+def _as_number(opt_path, value):
+    if isinstance(value, list):
+        return [_as_number(f'{opt_path}[{i}]', v) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        if not FLOAT_PATTERN.fullmatch(value.strip()):
+            raise OptionsError(f'{opt_path} must be a number, got {value!r}.')
+        return float(value)
+    return value
+
+
+def read_numeric_train_values(train_opt):
+    """Turn numeric strings ('1e-3') under train.optim_* and train.scheduler into floats; refuse other strings."""
+    for section, entry in train_opt.items():
+        if not (section.startswith('optim_') or section == 'scheduler') or not isinstance(entry, dict):
+            continue
+        for key in NUMERIC_TRAIN_KEYS:
+            if key in entry:
+                entry[key] = _as_number(f'train.{section}.{key}', entry[key])
+
+
 def check_types(opt, is_train):
     """Check the keys basicsr reads unguarded, so a wrong type fails here and not deep in the loop."""
     for key in ['name', 'model_type', 'num_gpu', 'datasets', 'path']:
@@ -99,9 +132,11 @@ def check_types(opt, is_train):
     for phase, dataset in opt['datasets'].items():
         _require_type(f'datasets.{phase}', dataset, (dict, ), 'a mapping')
         for key, entry in _walk_datasets(f'datasets.{phase}', dataset):
-            for name in ['batch_size_per_gpu', 'num_worker_per_gpu', 'gt_size', 'dataset_enlarge_ratio', 'repeat']:
+            for name, minimum in (('batch_size_per_gpu', 1), ('num_worker_per_gpu', 0), ('gt_size', 1),
+                                  ('dataset_enlarge_ratio', 1), ('repeat', 1)):
                 if entry.get(name) is not None:
                     _require_type(f'{key}.{name}', entry[name], (int, ), 'an integer')
+                    _require_at_least(f'{key}.{name}', entry[name], minimum)
     if is_train:
         if not isinstance(opt.get('train'), dict):
             raise OptionsError("A training option file needs a 'train' mapping.")
@@ -111,17 +146,21 @@ def check_types(opt, is_train):
         if isinstance(total, float) and total.is_integer():
             opt['train']['total_iter'] = total = int(total)
         _require_type('train.total_iter', total, (int, ), 'an integer')
+        _require_at_least('train.total_iter', total, 1)
+        read_numeric_train_values(opt['train'])
         logger_opt = opt.get('logger') or {}
         for key in ['print_freq', 'save_checkpoint_freq']:
             value = logger_opt.get(key)
             if isinstance(value, float) and value.is_integer():
                 logger_opt[key] = value = int(value)
             _require_type(f'logger.{key}', value, (int, ), 'an integer')
+            _require_at_least(f'logger.{key}', value, 1)
         if opt.get('val') is not None:
             val_freq = opt['val'].get('val_freq')
             if isinstance(val_freq, float) and val_freq.is_integer():
                 opt['val']['val_freq'] = val_freq = int(val_freq)
             _require_type('val.val_freq', val_freq, (int, ), 'an integer')
+            _require_at_least('val.val_freq', val_freq, 1)
 
 
 def _walk_datasets(key, dataset):

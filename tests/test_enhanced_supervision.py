@@ -179,6 +179,31 @@ def test_tiled_forward_matches_untiled():
     assert torch.allclose(whole, tiled, atol=1e-6)
 
 
+@pytest.mark.parametrize('upscale', [2, 4])
+def test_tiled_forward_of_an_sr_network_matches_untiled(upscale):
+    """Tiles of an xs restorer go to s times their input coordinates (they once made a mosaic at the input size)."""
+    from basicsr.archs.srresnet_arch import MSRResNet
+    torch.manual_seed(0)
+    net = MSRResNet(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, upscale=upscale).eval()
+    img = torch.rand(1, 3, 41, 37)
+    with torch.no_grad():
+        whole = net(img)
+        tiled = tiled_forward(net, img, tile=16, tile_pad=8)
+    assert tiled.shape == whole.shape == (1, 3, 41 * upscale, 37 * upscale)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+@pytest.mark.parametrize('tile, tile_pad, flag', [(-16, 4, '--tile'), (16, -8, '--tile-pad'), (16.5, 4, '--tile')])
+def test_negative_tiling_is_refused(tile, tile_pad, flag):
+    with pytest.raises(ValueError, match=f'{flag} must be an integer >= 0'):
+        tiled_forward(torch.nn.Identity(), torch.rand(1, 3, 8, 8), tile=tile, tile_pad=tile_pad)
+
+
+def test_tiling_needs_an_integer_scale():
+    with pytest.raises(ValueError, match='integer multiple of the input size'):
+        tiled_forward(lambda x: x[:, :, :-1], torch.rand(1, 3, 40, 40), tile=16, tile_pad=4)
+
+
 def save_network(tmp_path, name, network_opt):
     from basicsr.archs import build_network
     torch.manual_seed(1)
@@ -255,6 +280,12 @@ def test_super_resolve_gt_and_enhance_gt_tools(tmp_path, variant_data):
     assert sharded.keys == enhanced.keys
     assert all(sharded.read_bytes(k) == enhanced.read_bytes(k) for k in gt.keys)
     assert (tmp_path / 'enh_sharded.lmdb' / 'preview.png').exists()
+    # Two variants for a CFMG that mixes three: the message counts variants (not sources), and nothing is written.
+    proc = run_cli(['enhance-gt', variant_data['gt'], str(tmp_path / 'enh_two.lmdb'), '--variants', *variants[:2],
+                    '--cfmg-opt', cfmg_yml, '--cfmg-weights', cfmg_w], cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert 'the CFMG mixes the GT and 3 variants, got 2 --variants' in proc.stderr, proc.stderr
+    assert not (tmp_path / 'enh_two.lmdb').exists()
     # Same result as the CFMG called directly (c = 0.3), up to 8-bit rounding.
     net = CFMG(**{k: v for k, v in cfmg_opt.items() if k != 'type'})
     net.load_state_dict(torch.load(cfmg_w, weights_only=True)['params'])

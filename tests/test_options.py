@@ -118,6 +118,37 @@ def test_wrong_types_name_the_key(tmp_path, base_opt, keys, value, fragment):
     expect_error(tmp_path, base_opt, fragment)
 
 
+@pytest.mark.parametrize('keys, value, fragment', [
+    (('train', 'total_iter'), 0, 'train.total_iter must be >= 1, got 0'),
+    (('train', 'total_iter'), -5, 'train.total_iter must be >= 1, got -5'),
+    (('datasets', 'train', 'batch_size_per_gpu'), 0, 'datasets.train.batch_size_per_gpu must be >= 1'),
+    (('datasets', 'train', 'num_worker_per_gpu'), -1, 'datasets.train.num_worker_per_gpu must be >= 0'),
+    (('datasets', 'train', 'gt_size'), -32, 'datasets.train.gt_size must be >= 1'),
+    (('logger', 'save_checkpoint_freq'), 0, 'logger.save_checkpoint_freq must be >= 1'),
+    (('train', 'optim_g', 'lr'), 'fast', "train.optim_g.lr must be a number, got 'fast'"),
+    (('train', 'optim_g', 'betas'), ['0.9', 'x'], "train.optim_g.betas[1] must be a number, got 'x'"),
+])
+def test_out_of_range_values_name_the_key(tmp_path, base_opt, keys, value, fragment):
+    """total_iter 0 or -5 once saved an untrained net_g_latest.pth and exited 0."""
+    node = base_opt
+    for key in keys[:-1]:
+        node = node[key]
+    node[keys[-1]] = value
+    expect_error(tmp_path, base_opt, fragment)
+
+
+def test_numeric_strings_in_optimiser_and_scheduler_are_numbers(tmp_path, base_opt):
+    """PyYAML reads `lr: 1e-3` (no dot) as the string '1e-3': it is the number users meant."""
+    import yaml
+    base_opt['train']['optim_g']['lr'] = '1e-3'
+    base_opt['train']['optim_g']['betas'] = ['9e-1', '0.99']
+    opt, _ = parse(tmp_path, base_opt)
+    assert opt['train']['optim_g']['lr'] == 1e-3 and isinstance(opt['train']['optim_g']['lr'], float)
+    assert opt['train']['optim_g']['betas'] == [0.9, 0.99]
+    raw = yaml.safe_load('lr: 1e-3')
+    assert raw['lr'] == '1e-3'  # the PyYAML behaviour this guards against
+
+
 def test_gpu_requested_on_cpu_machine(tmp_path, base_opt):
     import torch
     if torch.cuda.is_available():

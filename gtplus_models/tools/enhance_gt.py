@@ -3,7 +3,7 @@ import os.path as osp
 
 import torch
 
-from gtplus_data.image_source import ImageSource
+from gtplus_data.image_source import ImageSource, input_source
 from gtplus_data.image_util import image_to_tensor, tensor_to_image, tensor_to_uint8, to_uint8, write_png
 from gtplus_data.lmdb_shards import merge_shards, write_sharded
 from gtplus_data.lmdb_writer import is_complete
@@ -38,7 +38,12 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
     Returns:
         str: the LMDB this rank completed (``out_path`` or its shard).
     """
-    gt_source = ImageSource(gt_path)
+    expected = getattr(cfmg, 'num_sources', None)
+    if expected is not None and len(variant_paths) + 1 != expected:
+        # Checked before the writer opens the output: a mismatch found at the first image left a partial LMDB.
+        raise ValueError(f'the CFMG mixes the GT and {expected - 1} variants, got {len(variant_paths)} --variants '
+                         f'({", ".join(variant_paths) or "none"})')
+    gt_source = input_source(gt_path)
     variant_sources = [ImageSource(p) for p in variant_paths]
     for source in variant_sources:
         missing = sorted(set(gt_source.keys) - set(source.keys))

@@ -15,7 +15,7 @@ one LMDB writer (resumable, sharded by rank, merged with ``merge``), and ``OUT_P
 import numpy as np
 
 from gtplus_data.degradations import key_seed, sr_degrade
-from gtplus_data.image_source import ImageSource
+from gtplus_data.image_source import ImageSource, input_source
 from gtplus_data.lmdb_shards import merge_shards, write_sharded
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.tools.figures import write_sources_preview
@@ -111,7 +111,7 @@ def write_enhancer_pairs(gt_path, out_prefix, scales, blur=None, noise=None, jpe
         for path in written:
             merge_shards(path, overwrite=overwrite)
     else:
-        source = ImageSource(gt_path)
+        source = input_source(gt_path)
         origin = {pair_key(key, s): (key, int(s)) for key in source.keys for s in scales}
 
         def load_lq(key):

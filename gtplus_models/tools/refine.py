@@ -8,11 +8,11 @@ Files already written are skipped, so an interrupted run resumes.
 """
 import os.path as osp
 
-from gtplus_data.image_source import ImageSource
+from gtplus_data.image_source import input_source
 from gtplus_data.image_util import image_to_tensor, tensor_to_uint8, write_png
 from gtplus_models.checkpoints import load_frozen_network
 from gtplus_models.tools.figures import labelled_strip
-from gtplus_models.tools.tiling import run_chain
+from gtplus_models.tools.tiling import check_tiling, run_chain
 
 
 def cond_folder(cond):
@@ -78,8 +78,9 @@ def refine(input_path, out_dir, ornet_opt, ornet_weights, conds, restorer_opt=No
         raise ValueError('--restorer-opt and --restorer-weights go together')
     if not conds or any(not 0 <= c <= 1 for c in conds):
         raise ValueError(f'c values must be in [0,1], got {conds}')
+    check_tiling(tile, tile_pad)
     device = torch.device(device)
-    source = ImageSource(input_path)
+    source = input_source(input_path)
     restorer = None
     if restorer_opt:
         restorer = load_frozen_network(restorer_opt, restorer_weights, device, '--restorer-opt', '--restorer-weights')

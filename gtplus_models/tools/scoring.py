@@ -29,7 +29,7 @@ import os.path as osp
 
 import numpy as np
 
-from gtplus_data.image_source import ImageSource
+from gtplus_data.image_source import input_source
 from gtplus_data.image_util import image_to_tensor
 from gtplus_data.side_file import SIDE_FILE_FORMAT, write_json
 from gtplus_models.quality import create_quality_metric, normalise_scores
@@ -166,7 +166,7 @@ def score_dataset(data_path, metric_names, weights=None, ensemble=False, out=Non
     weights = weights or {}
     if not metric_names:
         raise ValueError('no metrics given (e.g. --metrics niqe,piqe)')
-    source = ImageSource(data_path)
+    source = input_source(data_path)
     if not len(source):
         raise ValueError(f'{data_path} holds no images')
     default_out, default_plot = default_paths(data_path, source.kind)

@@ -31,19 +31,20 @@ from torch.nn import functional as F
 from gtplus_arch.colour_align import align_colour
 from gtplus_arch.detail_enhancer_arch import GTPlusDetailEnhancer
 from gtplus_data.degradations import key_seed
-from gtplus_data.image_source import ImageSource
+from gtplus_data.image_source import ImageSource, input_source
 from gtplus_data.image_util import image_to_tensor, tensor_to_image, tensor_to_uint8
 from gtplus_data.lmdb_shards import merge_shards, write_sharded
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.checkpoints import load_frozen_network
 from gtplus_models.tools.figures import write_sources_preview
-from gtplus_models.tools.tiling import tiled_forward
+from gtplus_models.tools.tiling import check_tiling, tiled_forward
 
 DETAIL_DEFAULT_SIGMA = inspect.signature(GTPlusDetailEnhancer).parameters['sigma'].default
 
 
 def arch_enhancer(network, tile=0, tile_pad=32):
     """Enhancer from a frozen network: Tensor[1,3,H,W] [0,1] -> Tensor[1,3,H',W']."""
+    check_tiling(tile, tile_pad)  # before any output exists
 
     @torch.no_grad()
     def enhance(img):
@@ -259,7 +260,7 @@ def write_sources(gt_path, out_dir, variants, colour_align=None, overwrite=False
     Returns:
         list[str]: the LMDB paths this rank completed, in order.
     """
-    source = ImageSource(gt_path)
+    source = input_source(gt_path)
     paths = []
     for variant in variants:
 

@@ -10,14 +10,23 @@ def tile_starts(length, tile, stride):
     return starts + [length - tile]
 
 
+def check_tiling(tile, tile_pad):
+    """Refuse a negative ``--tile`` (it once wrote all-black images) or ``--tile-pad`` before any output exists."""
+    for flag, value in (('--tile', tile), ('--tile-pad', tile_pad)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f'{flag} must be an integer >= 0, got {value!r}')
+
+
 def tiled_forward(fn, img, tile=512, tile_pad=32, align=1):
-    """Apply a same-size image-to-image function tile by tile and blend the tiles back together.
+    """Apply an image-to-image function (same size, or upscaling by an integer factor) tile by tile and blend the
+    tiles back together.
 
     Each tile is run with ``tile_pad`` pixels of context on every side (cropped away afterwards), so results match
     the untiled call except where a receptive field exceeds the pad. Overlaps are averaged.
 
     Args:
-        fn (callable): Tensor[B,C,h,w] -> Tensor[B,C',h,w].
+        fn (callable): Tensor[B,C,h,w] -> Tensor[B,C',s*h,s*w], with one integer scale s (1: same size; an SR
+            restorer: its scale, read from the first tile's output).
         img (Tensor): [B,C,H,W].
         tile (int): tile size in pixels (0 or >= the image size: one call on the whole image).
         tile_pad (int): context added around each tile.
@@ -25,13 +34,16 @@ def tiled_forward(fn, img, tile=512, tile_pad=32, align=1):
             convolutions see the same sampling grid as on the whole image.
 
     Returns:
-        Tensor: [B,C',H,W].
+        Tensor: [B,C',s*H,s*W].
+
+    Raises:
+        ValueError: negative tile or tile_pad; a function whose output is not an integer multiple of its input.
     """
+    check_tiling(tile, tile_pad)
     _, _, height, width = img.shape
     if not tile or (height <= tile and width <= tile):
         return fn(img)
-    out = None
-    weight = img.new_zeros(1, 1, height, width)
+    out, scale, weight = None, None, None
     for top in tile_starts(height, tile, tile):
         for left in tile_starts(width, tile, tile):
             bottom, right = min(top + tile, height), min(left + tile, width)
@@ -39,9 +51,18 @@ def tiled_forward(fn, img, tile=512, tile_pad=32, align=1):
             y1, x1 = min(bottom + tile_pad, height), min(right + tile_pad, width)
             result = fn(img[:, :, y0:y1, x0:x1])
             if out is None:
-                out = img.new_zeros(img.shape[0], result.shape[1], height, width)
-            out[:, :, top:bottom, left:right] += result[:, :, top - y0:bottom - y0, left - x0:right - x0]
-            weight[:, :, top:bottom, left:right] += 1
+                # Output coordinates are input coordinates times the scale (placing an x2 output at input
+                # coordinates once wrote a scrambled mosaic at the input size).
+                scale = result.shape[-1] // (x1 - x0)
+                if scale < 1 or result.shape[-1] != scale * (x1 - x0) or result.shape[-2] != scale * (y1 - y0):
+                    raise ValueError(f'tiling needs an output of an integer multiple of the input size; a '
+                                     f'{y1 - y0}x{x1 - x0} tile gave {result.shape[-2]}x{result.shape[-1]}')
+                out = img.new_zeros(img.shape[0], result.shape[1], height * scale, width * scale)
+                weight = img.new_zeros(1, 1, height * scale, width * scale)
+            s = scale
+            out[:, :, s * top:s * bottom, s * left:s * right] += \
+                result[:, :, s * (top - y0):s * (bottom - y0), s * (left - x0):s * (right - x0)]
+            weight[:, :, s * top:s * bottom, s * left:s * right] += 1
     return out / weight
 
 
