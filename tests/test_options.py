@@ -18,6 +18,13 @@ def parse(tmp_path, opt, *flags):
     return parse_options(str(tmp_path), True, ['-opt', opt_file, *flags])
 
 
+def set_key(opt, keys, value):
+    """opt[keys[0]][keys[1]]... = value."""
+    for key in keys[:-1]:
+        opt = opt[key]
+    opt[keys[-1]] = value
+
+
 def expect_error(tmp_path, opt, *fragments):
     with pytest.raises(OptionsError) as err:
         parse(tmp_path, opt)
@@ -111,10 +118,7 @@ def test_missing_pretrain_names_key_and_path(tmp_path, base_opt):
     (('name', ), 7, 'name'),
 ])
 def test_wrong_types_name_the_key(tmp_path, base_opt, keys, value, fragment):
-    node = base_opt
-    for key in keys[:-1]:
-        node = node[key]
-    node[keys[-1]] = value
+    set_key(base_opt, keys, value)
     expect_error(tmp_path, base_opt, fragment)
 
 
@@ -130,10 +134,7 @@ def test_wrong_types_name_the_key(tmp_path, base_opt, keys, value, fragment):
 ])
 def test_out_of_range_values_name_the_key(tmp_path, base_opt, keys, value, fragment):
     """total_iter 0 or -5 once saved an untrained net_g_latest.pth and exited 0."""
-    node = base_opt
-    for key in keys[:-1]:
-        node = node[key]
-    node[keys[-1]] = value
+    set_key(base_opt, keys, value)
     expect_error(tmp_path, base_opt, fragment)
 
 
