@@ -81,22 +81,6 @@ def load(out, stage, weights, num_sources=None):
     return build_frozen_network(opt, weights, f'{stage} weights', torch.device('cpu'))
 
 
-@torch.no_grad()
-def enhanced_images(cfmg, gt_source, variant_paths, conds):
-    """{c: {key: Î(c) as HxWx3 float32 RGB [0,1]}} of the held-out GT."""
-    from gtplus_data.image_source import ImageSource
-    from gtplus_data.image_util import tensor_to_image
-    from gtplus_models.enhanced_supervision import enhance
-    from gtplus_models.tools.enhance_gt import read_sources
-    variant_sources = [ImageSource(p) for p in variant_paths]
-    images = {c: {} for c in conds}
-    for key in gt_source.keys:
-        gt, sources = read_sources(gt_source, variant_sources, key, 'cpu')
-        for c in conds:
-            images[c][key] = tensor_to_image(enhance(cfmg, gt, sources, c)[0])
-    return images
-
-
 def ornet_images(ornet, inputs, folder, conds):
     """ORNet(input, c) for each input source, as written by ``gtplus refine`` (PNG): {input: {c: ImageSource}}."""
     from gtplus_data.image_source import ImageSource
@@ -149,6 +133,7 @@ def main():
     import gtplus_models  # noqa: F401
     from gtplus_data.image_source import ImageSource
     from gtplus_models.quickstart import enhanced_supervision as pipeline
+    from gtplus_models.tools.enhance_gt import enhanced_sweep
     from gtplus_models.quickstart.report import (ArraySource, beats_on, beats_reference, evaluate_images,
                                                  share_beating)
     out = osp.abspath(args.out)
@@ -181,7 +166,7 @@ def main():
     for name in sets:
         variants = source_sets(out, 'test')[name]
         cfmg = load(out, 'cfmg', weights[name][0], len(variants) + 1)
-        enhanced[name] = enhanced_images(cfmg, references['gt'], variants, CONDS)
+        enhanced[name] = enhanced_sweep(cfmg, references['gt'], [ImageSource(p) for p in variants], CONDS)
         refined[name] = ornet_images(load(out, 'ornet', weights[name][1]), inputs, osp.join(bench, name), CONDS)
         for c in CONDS:
             per_image[f'{name}:enhanced:{c:g}'] = evaluate_images({'x': ArraySource(enhanced[name][c])},

@@ -25,18 +25,17 @@ Stages (each skipped when its output exists, so a rerun resumes; templates in
 import os
 import os.path as osp
 
-import torch
-
 from gtplus_data.image_source import ImageSource
-from gtplus_data.image_util import tensor_to_image, tensor_to_uint8, to_uint8, write_png
+from gtplus_data.image_util import to_uint8, write_png
 from gtplus_data.lmdb_writer import is_complete
-from gtplus_models.enhanced_supervision import DEFAULT_COND, enhance
+from gtplus_models.enhanced_supervision import DEFAULT_COND
 from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, StageTimer, load_photos, load_stage_network,
                                              split_photos, train_stage, write_lmdb)
 from gtplus_models.quickstart.report import (ArraySource, evaluate_images, improved_metrics, mean_table, summarise,
                                              write_report)
+from gtplus_models.tools.enhance_gt import (enhanced_sweep, mask_panels, read_sources, source_names,
+                                            write_enhanced_gt)
 from gtplus_models.tools.enhancer_pairs import write_enhancer_pairs
-from gtplus_models.tools.enhance_gt import mask_panels, read_sources, source_names, write_enhanced_gt
 from gtplus_models.tools.figures import labelled_strip, stack_rows, write_sources_preview
 from gtplus_models.tools.refine import cond_folder, refine_source
 from gtplus_models.tools.super_resolve import (arch_enhancer, detail_options, super_resolve_gt, variant_path,
@@ -173,7 +172,6 @@ def evaluate(out, refine_dir, cond, test_keys=TEST_PHOTOS):
     return report
 
 
-@torch.no_grad()
 def enhanced_gt_by_c(out, references):
     """Mean metrics of the held-out photos' Î(c) at each c of SWEEP_CONDS: what the c knob does to the target.
 
@@ -181,13 +179,7 @@ def enhanced_gt_by_c(out, references):
         dict[str, dict]: 'c=<c>' -> {metric: mean}.
     """
     cfmg = load_stage_network(out, TEMPLATES, 'cfmg')
-    gt_source = references['gt']
-    variant_sources = [ImageSource(p) for p in source_roots(out, 'test')]
-    images = {value: {} for value in SWEEP_CONDS}
-    for key in gt_source.keys:
-        gt, sources = read_sources(gt_source, variant_sources, key, 'cpu')
-        for value in SWEEP_CONDS:
-            images[value][key] = tensor_to_image(enhance(cfmg, gt, sources, value)[0])
+    images = enhanced_sweep(cfmg, references['gt'], [ImageSource(p) for p in source_roots(out, 'test')], SWEEP_CONDS)
     per_image = evaluate_images({f'c={value:g}': ArraySource(imgs) for value, imgs in images.items()}, references)
     return mean_table(per_image)
 
@@ -232,14 +224,10 @@ def make_figures(out, refine_dir, cond):
     sweep = ImageSource(osp.join(refine_dir, 'sweep'))
     write_png(osp.join(figures, 'c_sweep.png'), stack_rows([to_uint8(sweep.read(k)) for k in keys]))
 
-    enhanced_rows = []
-    for key in keys:
-        gt, sources = read_sources(gt_source, variant_sources, key, 'cpu')
-        row = [(f'GT [{key}]', tensor_to_uint8(gt))]
-        for value in SWEEP_CONDS:
-            with torch.no_grad():
-                row.append((f'enhanced GT c={value:g}', tensor_to_uint8(enhance(cfmg, gt, sources, value)[0])))
-        enhanced_rows.append(labelled_strip(row))
+    sweep_images = enhanced_sweep(cfmg, gt_source, variant_sources, SWEEP_CONDS)
+    enhanced_rows = [labelled_strip([(f'GT [{key}]', to_uint8(gt_source.read(key)))] +
+                                    [(f'enhanced GT c={value:g}', to_uint8(sweep_images[value][key]))
+                                     for value in SWEEP_CONDS]) for key in keys]
     write_png(osp.join(figures, 'enhanced_gt_sweep.png'), stack_rows(enhanced_rows))
 
 

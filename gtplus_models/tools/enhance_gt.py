@@ -23,6 +23,26 @@ def read_sources(gt_source, variant_sources, key, device):
     return gt, torch.stack([gt] + variants, dim=1)
 
 
+@torch.no_grad()
+def enhanced_sweep(cfmg, gt_source, variant_sources, conds, device='cpu'):
+    """Î(c) of every key of ``gt_source`` at each c: what the c knob does to the target.
+
+    Args:
+        cfmg (nn.Module): a frozen CFMG in eval mode.
+        gt_source (ImageSource): the GT; variant_sources (list[ImageSource]): its variants (same keys, GT size).
+        conds (list[float]): c values in [0,1].
+
+    Returns:
+        dict[float, dict[str, ndarray]]: c -> key -> HxWx3 float32 RGB in [0,1] (clamped, not quantised).
+    """
+    images = {c: {} for c in conds}
+    for key in gt_source.keys:
+        gt, sources = read_sources(gt_source, variant_sources, key, device)
+        for c in conds:
+            images[c][key] = tensor_to_image(enhance(cfmg, gt, sources, c)[0])
+    return images
+
+
 def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=False, device='cpu', rank=None,
                       world_size=None):
     """Write clamp(Î(c)) for every key of ``gt_path`` to ``out_path`` (resumable, one LMDB writer).
