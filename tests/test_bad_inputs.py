@@ -1,41 +1,156 @@
 """Bad input across the verbs: exit code 2, one line naming the offending path, key or flag, no traceback, and no
-output left behind that a rerun would trust. New verbs add their rows to BAD_INPUTS."""
+output left behind that a rerun would trust. New verbs add their rows to BAD_INPUTS.
+
+Rows run in process (``gtplus_models.cli.main``), which keeps the table fast; a row marked ``subprocess`` runs the
+installed ``gtplus`` instead (a fault that could kill the interpreter, such as a truncated LMDB, must not take
+pytest down with it).
+"""
 import os
+from collections import namedtuple
 
+import cv2
+import numpy as np
 import pytest
+import torch
+import yaml
 
-from conftest import run_cli
+from conftest import TINY_MSRRESNET, make_paired_pngs, run_cli, sr_train_options, write_yaml
 
-# (id, argv with {empty} = an empty folder, {out} = an output path inside tmp_path, what stderr must name)
+TINY_ORNET = {'type': 'ORNet', 'width': 4, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]}
+TINY_CFMG = {'type': 'CFMG', 'num_sources': 3, 'width': 4, 'num_levels': 2, 'hidden': 8}
+
+Row = namedtuple('Row', 'id argv names setup subprocess', defaults=(None, False))
+
+
+def save_network(folder, name, network_opt):
+    from basicsr.archs import build_network
+    torch.manual_seed(0)
+    net = build_network(dict(network_opt))
+    torch.save({'params': net.state_dict()}, os.path.join(folder, f'{name}.pth'))
+    with open(os.path.join(folder, f'{name}.yml'), 'w') as f:
+        yaml.safe_dump(dict(network_opt), f)
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+    """Files shared by the rows, none of which a row may change: inputs good and bad, weights good and bad."""
+    root = tmp_path_factory.mktemp('world')
+    paths = {name: str(root / name) for name in ('empty', 'images', 'corrupt')}
+    for name in ('empty', 'images', 'corrupt'):
+        os.makedirs(paths[name])
+    (root / 'empty' / 'notes.txt').write_text('not an image')  # a folder with files, none of them images
+    rng = np.random.RandomState(0)
+    for i in range(2):
+        cv2.imwrite(os.path.join(paths['images'], f'img{i}.png'), rng.randint(0, 256, (24, 24, 3), dtype=np.uint8))
+    cv2.imwrite(os.path.join(paths['corrupt'], 'good.png'), rng.randint(0, 256, (24, 24, 3), dtype=np.uint8))
+    (root / 'corrupt' / 'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(100))
+    paths['a_file'] = str(root / 'a_file.txt')
+    (root / 'a_file.txt').write_text('an existing regular file')
+    paths['garbage_pth'] = str(root / 'garbage.pth')
+    (root / 'garbage.pth').write_bytes(rng.bytes(300))
+    paths['empty_pth'] = str(root / 'empty.pth')
+    (root / 'empty.pth').write_bytes(b'')
+    paths['list_pth'] = str(root / 'list.pth')
+    torch.save([1, 2, 3], paths['list_pth'])
+    paths['tensor_pth'] = str(root / 'tensor.pth')
+    torch.save(torch.zeros(3), paths['tensor_pth'])
+    save_network(root, 'ornet', TINY_ORNET)
+    save_network(root, 'cfmg', TINY_CFMG)
+    save_network(root, 'msrresnet', TINY_MSRRESNET)
+    for name in ('ornet', 'cfmg', 'msrresnet'):
+        paths[f'{name}_yml'], paths[f'{name}_pth'] = str(root / f'{name}.yml'), str(root / f'{name}.pth')
+    gt_dir, lq_dir = make_paired_pngs(str(root / 'pairs'), num=2, gt_size=32, scale=4)
+    paths.update(gt=gt_dir, lq=lq_dir)
+    return paths
+
+
+def train_yaml(mutate):
+    """A setup that writes a tiny SRModel option file changed by ``mutate(opt, world)``; ``{opt}`` in argv."""
+    def setup(tmp_path, world):
+        opt = sr_train_options(world['gt'], world['lq'], dict(TINY_MSRRESNET), total_iter=2, gt_size=16)
+        mutate(opt, world)
+        return {'opt': write_yaml(tmp_path / 'bad.yml', opt)}
+    return setup
+
+
+def set_in(path, value):
+    """A ``mutate`` that sets ``opt[a][b]... = value`` for ``path`` 'a.b...'."""
+    def mutate(opt, world):
+        *parents, leaf = path.split('.')
+        node = opt
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return mutate
+
+
+REFINE = ['refine', '{images}', '{out}/r', '--ornet-opt', '{ornet_yml}', '--ornet-weights', '{ornet_pth}']
+
+# Row(id, argv, what stderr must name, setup=None, subprocess=False). Placeholders: the world's paths, {out} (a
+# fresh output folder that must stay empty) and what a row's setup(tmp_path, world) returns.
 BAD_INPUTS = [
-    ('make-lmdb-empty-folder', ['make-lmdb', '{empty}', '{out}/x.lmdb'], ['{empty}', 'holds no images']),
-    ('make-lmdb-pair-empty-lq', ['make-lmdb', '--lq', '{empty}', '--gt', '{empty}', '{out}/p'],
-     ['{empty}', 'holds no images']),
-    ('score-empty-folder', ['score', '{empty}', '--metrics', 'niqe'], ['{empty}', 'holds no images']),
-    ('super-resolve-gt-empty', ['super-resolve-gt', '{empty}', '{out}/sr', '--detail-sweep', 'usm'],
-     ['{empty}', 'holds no images']),
-    ('make-enhancer-pairs-empty', ['make-enhancer-pairs', '{empty}', '{out}/pairs'], ['{empty}', 'holds no images']),
-    ('refine-empty', ['refine', '{empty}', '{out}/r', '--ornet-opt', '{out}/o.yml', '--ornet-weights', '{out}/o.pth'],
-     ['{empty}', 'holds no images']),
-    ('refine-negative-tile', ['refine', '{empty}', '{out}/r', '--ornet-opt', 'o.yml', '--ornet-weights', 'o.pth',
-                              '--tile', '-16'], ['--tile must be an integer >= 0, got -16']),
-    ('refine-negative-tile-pad', ['refine', '{empty}', '{out}/r', '--ornet-opt', 'o.yml', '--ornet-weights', 'o.pth',
-                                  '--tile', '64', '--tile-pad', '-8'], ['--tile-pad must be an integer >= 0, got -8']),
-    ('refine-cond-not-a-number', ['refine', '{empty}', '{out}/r', '--ornet-opt', 'o.yml', '--ornet-weights', 'o.pth',
-                                  '--cond', 'abc'], ["--cond must be numbers in [0,1], got 'abc'"]),
+    Row('make-lmdb-empty-folder', ['make-lmdb', '{empty}', '{out}/x.lmdb'], ['{empty}', 'holds no images']),
+    Row('make-lmdb-pair-empty-lq', ['make-lmdb', '--lq', '{empty}', '--gt', '{empty}', '{out}/p'],
+        ['{empty}', 'holds no images']),
+    Row('score-empty-folder', ['score', '{empty}', '--metrics', 'niqe'], ['{empty}', 'holds no images']),
+    Row('super-resolve-gt-empty', ['super-resolve-gt', '{empty}', '{out}/sr', '--detail-sweep', 'usm'],
+        ['{empty}', 'holds no images']),
+    Row('make-enhancer-pairs-empty', ['make-enhancer-pairs', '{empty}', '{out}/pairs'],
+        ['{empty}', 'holds no images']),
+    Row('refine-empty', ['refine', '{empty}', '{out}/r', '--ornet-opt', '{ornet_yml}', '--ornet-weights',
+                         '{ornet_pth}'], ['{empty}', 'holds no images']),
+    Row('refine-negative-tile', REFINE + ['--tile', '-16'], ['--tile must be an integer >= 0, got -16']),
+    Row('refine-negative-tile-pad', REFINE + ['--tile', '64', '--tile-pad', '-8'],
+        ['--tile-pad must be an integer >= 0, got -8']),
+    Row('refine-cond-not-a-number', REFINE + ['--cond', 'abc'], ["--cond must be numbers in [0,1], got 'abc'"]),
+    # train: option values and their types
+    Row('train-total-iter-zero', ['train', '-opt', '{opt}'], ['train.total_iter must be >= 1, got 0'],
+        train_yaml(set_in('train.total_iter', 0))),
+    Row('train-lr-not-a-number', ['train', '-opt', '{opt}'], ["train.optim_g.lr must be a number, got 'fast'"],
+        train_yaml(set_in('train.optim_g.lr', 'fast'))),
+    Row('train-missing-dataroot', ['train', '-opt', '{opt}'], ['datasets.train.dataroot_gt', '{out}/nope'],
+        train_yaml(lambda opt, w: opt['datasets']['train'].update(dataroot_gt=w['out'] + '/nope'))),
+    Row('train-unknown-arch', ['train', '-opt', '{opt}'], ['network_g.type', 'MSRResNett'],
+        train_yaml(set_in('network_g.type', 'MSRResNett'))),
+    Row('train-batch-size-zero', ['train', '-opt', '{opt}'], ['datasets.train.batch_size_per_gpu must be >= 1'],
+        train_yaml(set_in('datasets.train.batch_size_per_gpu', 0))),
 ]
 
 
-@pytest.mark.parametrize('argv, names', [row[1:] for row in BAD_INPUTS], ids=[row[0] for row in BAD_INPUTS])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, argv, names):
-    empty, out = tmp_path / 'empty', tmp_path / 'out'
-    empty.mkdir()
+def fill(argv, values):
+    return [arg.format(**values) for arg in argv]
+
+
+@pytest.mark.parametrize('row', BAD_INPUTS, ids=[row.id for row in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(row, world, tmp_path, monkeypatch, capsys):
+    out = tmp_path / 'out'
     out.mkdir()
-    (empty / 'notes.txt').write_text('not an image')  # a folder with files, none of them images
-    fill = {'empty': str(empty), 'out': str(out)}
-    proc = run_cli([arg.format(**fill) for arg in argv], cwd=tmp_path, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert 'Traceback' not in proc.stderr
-    for name in names:
-        assert name.format(**fill) in proc.stderr, proc.stderr
+    values = dict(world, out=str(out))
+    world_before = {name: os.path.getmtime(path) for name, path in world.items()}
+    if row.setup is not None:
+        values.update(row.setup(tmp_path, values))
+    monkeypatch.chdir(tmp_path)  # experiments/ of train rows go here, not into the checkout
+    argv = fill(row.argv, values)
+    if row.subprocess:
+        proc = run_cli(argv, cwd=tmp_path, check=False)
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        from gtplus_models.cli import main
+        code = main(argv)
+        stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert 'Traceback' not in stderr
+    for name in row.names:
+        assert name.format(**values) in stderr, stderr
     assert os.listdir(out) == []  # nothing a rerun would trust
+    assert not os.path.exists(tmp_path / 'experiments' / 'toy_sr' / 'models') or \
+        os.listdir(tmp_path / 'experiments' / 'toy_sr' / 'models') == []
+    assert {name: os.path.getmtime(path) for name, path in world.items()} == world_before  # inputs untouched
+
+
+def test_the_table_covers_every_verb():
+    from gtplus_models.cli import discover_commands
+    verbs = {row.argv[0] for row in BAD_INPUTS}
+    assert set(discover_commands()) - {'sample-data', 'quickstart'} <= verbs, set(discover_commands()) - verbs
+    assert len(BAD_INPUTS) >= 40
+    assert len({row.id for row in BAD_INPUTS}) == len(BAD_INPUTS)
