@@ -131,7 +131,7 @@ def check_types(opt, is_train):
     _require_type('path', opt['path'], (dict, ), 'a mapping')
     for phase, dataset in opt['datasets'].items():
         _require_type(f'datasets.{phase}', dataset, (dict, ), 'a mapping')
-        for key, entry in _walk_datasets(f'datasets.{phase}', dataset):
+        for key, entry in walk_datasets(f'datasets.{phase}', dataset):
             for name, minimum in (('batch_size_per_gpu', 1), ('num_worker_per_gpu', 0), ('gt_size', 1),
                                   ('dataset_enlarge_ratio', 1), ('repeat', 1)):
                 if entry.get(name) is not None:
@@ -163,7 +163,7 @@ def check_types(opt, is_train):
             _require_at_least('val.val_freq', val_freq, 1)
 
 
-def _walk_datasets(key, dataset):
+def walk_datasets(key, dataset):
     """Yield ``(key, mapping)`` for a dataset's options and, recursively, those of the datasets it is made of (the
     ``datasets:`` list of GTPlusConcatDataset), keyed like ``datasets.train.datasets[1]``."""
     yield key, dataset
@@ -173,7 +173,7 @@ def _walk_datasets(key, dataset):
     _require_type(f'{key}.datasets', entries, (list, ), 'a list of dataset option mappings')
     for index, entry in enumerate(entries):
         _require_type(f'{key}.datasets[{index}]', entry, (dict, ), 'a dataset option mapping')
-        yield from _walk_datasets(f'{key}.datasets[{index}]', entry)
+        yield from walk_datasets(f'{key}.datasets[{index}]', entry)
 
 
 def _check_registered(registry, name, key):
@@ -191,7 +191,7 @@ def check_registry_names(opt):
                 raise OptionsError(f'{key} has no type.')
             _check_registered(ARCH_REGISTRY, value['type'], f'{key}.type')
     for phase, dataset in opt['datasets'].items():
-        for key, entry in _walk_datasets(f'datasets.{phase}', dataset):
+        for key, entry in walk_datasets(f'datasets.{phase}', dataset):
             if 'type' not in entry:
                 raise OptionsError(f'{key} has no type.')
             _check_registered(DATASET_REGISTRY, entry['type'], f'{key}.type')
@@ -225,7 +225,7 @@ def check_paths(opt):
     """Every ``dataroot_*``, ``meta_info_file`` (nested dataset lists included) and ``pretrain_network_*`` given must
     exist."""
     for phase, dataset in opt['datasets'].items():
-        for prefix, entry in _walk_datasets(f'datasets.{phase}', dataset):
+        for prefix, entry in walk_datasets(f'datasets.{phase}', dataset):
             backend = (entry.get('io_backend') or {}).get('type', 'disk')
             for key, value in entry.items():
                 if not (key.startswith('dataroot') or key == 'meta_info_file') or value is None or \
@@ -243,6 +243,70 @@ def check_paths(opt):
                                    'or set the key to ~.')
 
 
+def _arguments_of(cls):
+    """``{name: inspect.Parameter}`` a class's constructor takes (without self), and whether it takes ``**kwargs``."""
+    import inspect
+    params = dict(inspect.signature(cls).parameters)
+    var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {name: p for name, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}, var_keyword
+
+
+def _check_argument_type(key, value, default):
+    """A string where the argument defaults to a number, a bool or a list is a quoting mistake (``width: '8'``)
+    that torch would report deep in the first convolution. Other types are left alone: archs often accept more than
+    their default's type (``res_scale: 0.1`` for a default of 1, a tuple ``img_size``)."""
+    if isinstance(value, str) and isinstance(default, (bool, int, float, list, tuple)):
+        kind = 'true or false' if isinstance(default, bool) else 'a list' if isinstance(default, (list, tuple)) \
+            else 'a number'
+        raise OptionsError(f'{key} must be {kind} (its default is {default!r}), got the string {value!r}; remove '
+                           'the quotes.')
+
+
+def check_constructor_arguments(key, cls, entry):
+    """The keys of a ``network_*`` (or loss) mapping must be arguments of its class, of the right kind.
+
+    Args:
+        key (str): the option key, e.g. 'network_g'.
+        cls (type): the registered class.
+        entry (dict): the mapping, ``type`` included.
+    """
+    import inspect
+    params, var_keyword = _arguments_of(cls)
+    for name, value in entry.items():
+        if name == 'type':
+            continue
+        if name not in params:
+            if var_keyword:
+                continue
+            raise OptionsError(f"{key}.{name}: {cls.__name__} takes no argument '{name}' (it takes: "
+                               f"{', '.join(params) or 'nothing'}).")
+        default = params[name].default
+        _check_argument_type(f'{key}.{name}', value, None if default is inspect.Parameter.empty else default)
+    missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name not in entry]
+    if missing:
+        raise OptionsError(f"{key}: {cls.__name__} needs {', '.join(missing)}.")
+
+
+def check_network_arguments(opt):
+    """Every ``network_*`` and loss mapping against its class's constructor, and ``network_g``'s upscaling against
+    ``scale``."""
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
+    from gtplus_models.dataset_checks import network_scale
+    for key, value in opt.items():
+        if key.startswith('network_') and isinstance(value, dict):
+            check_constructor_arguments(key, ARCH_REGISTRY.get(value['type']), value)
+    for key, value in (opt.get('train') or {}).items():
+        if key.endswith('_opt') and not key.startswith('optim') and isinstance(value, dict) and 'type' in value:
+            check_constructor_arguments(f'train.{key}', LOSS_REGISTRY.get(value['type']), value)
+    network = opt.get('network_g')
+    if isinstance(network, dict) and 'scale' in opt:
+        upscale = network_scale(network)
+        if upscale is not None and upscale != opt['scale']:
+            raise OptionsError(f"network_g ({network['type']}) upscales by {upscale} but scale is {opt['scale']}: "
+                               'set both to the factor between your GT and LQ images.')
+
+
 def check_device(opt):
     import torch
     if opt['num_gpu'] not in (0, 'auto') and not torch.cuda.is_available():
@@ -254,8 +318,11 @@ def check_options(opt, is_train):
     """All up-front checks; raises OptionsError on the first problem."""
     check_types(opt, is_train)
     check_registry_names(opt)
+    check_network_arguments(opt)
     check_paths(opt)
     check_device(opt)
+    from gtplus_models.dataset_checks import check_datasets
+    check_datasets(opt)
 
 
 def derive_paths(opt, root_path, is_train):

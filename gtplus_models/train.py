@@ -9,6 +9,45 @@ import gtplus_models  # noqa: F401  (applies the compat fixes and registers ever
 from gtplus_models.options import OptionsError, add_pipeline_arguments, parse_options
 
 
+# What building a dataset or a model raises for bad options or data: basicsr's own checks (ValueError, assert), an
+# argument the class does not take (TypeError), a missing key (KeyError), unreadable files (OSError) and weights
+# that do not fit (RuntimeError). Errors inside the training loop keep their tracebacks.
+SETUP_ERRORS = (ValueError, TypeError, KeyError, AssertionError, OSError, RuntimeError)
+
+
+def setup_step(func, describe):
+    """Wrap a basicsr builder so that a setup error becomes an OptionsError saying what was being built.
+
+    Args:
+        func (callable): ``build_dataset(dataset_opt)`` or ``build_model(opt)``.
+        describe (callable): the builder's argument -> 'datasets.train (PairedImageDataset)'-like text.
+    """
+    if getattr(func, 'gtplus_setup_step', False):
+        return func
+
+    def wrapper(opt, *args, **kwargs):
+        try:
+            return func(opt, *args, **kwargs)
+        except OptionsError:
+            raise
+        except SETUP_ERRORS as err:
+            if os.environ.get('GTPLUS_TRACEBACK'):
+                raise
+            text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            raise OptionsError(f'building {describe(opt)} failed: {type(err).__name__}: {text} '
+                               '(GTPLUS_TRACEBACK=1 shows the traceback)') from err
+    wrapper.gtplus_setup_step = True
+    return wrapper
+
+
+def _describe_dataset(dataset_opt):
+    return f"datasets.{dataset_opt.get('phase', '?')} ({dataset_opt.get('type')} {dataset_opt.get('name', '')!r})"
+
+
+def _describe_model(opt):
+    return f"the model ({opt.get('model_type')}, network_g {(opt.get('network_g') or {}).get('type')})"
+
+
 def run_pipeline(args, is_train):
     """Run basicsr's ``train_pipeline`` / ``test_pipeline`` with gtplus's safe, checked option parsing.
 
@@ -24,6 +63,8 @@ def run_pipeline(args, is_train):
     pipeline_module = basicsr.train if is_train else basicsr.test
     root_path = os.getcwd()
     pipeline_module.parse_options = lambda _root, is_train=is_train: parse_options(root_path, is_train, args)
+    pipeline_module.build_dataset = setup_step(pipeline_module.build_dataset, _describe_dataset)
+    pipeline_module.build_model = setup_step(pipeline_module.build_model, _describe_model)
     try:
         if is_train:
             pipeline_module.train_pipeline(root_path)

@@ -84,6 +84,57 @@ def set_in(path, value):
     return mutate
 
 
+def lq_missing_one(tmp_path, world):
+    """A copy of the pair roots whose LQ lacks image 0001."""
+    import shutil
+    gt, lq = shutil.copytree(world['gt'], tmp_path / 'GT'), shutil.copytree(world['lq'], tmp_path / 'LQ')
+    os.remove(os.path.join(lq, '0001.png'))
+    return {'gt': str(gt), 'lq': str(lq)}
+
+
+def lmdb_pair_missing_one(tmp_path, world):
+    """LMDB roots of the pair whose LQ lacks key 0001, with an option file that reads them."""
+    from gtplus_data.make_lmdb import folder_to_lmdb
+    roots = lq_missing_one(tmp_path, world)
+    folder_to_lmdb(roots['gt'], str(tmp_path / 'gt.lmdb'))
+    folder_to_lmdb(roots['lq'], str(tmp_path / 'lq.lmdb'))
+    opt = sr_train_options(str(tmp_path / 'gt.lmdb'), str(tmp_path / 'lq.lmdb'), dict(TINY_MSRRESNET), total_iter=2)
+    for phase in ('train', 'val'):
+        opt['datasets'][phase]['io_backend'] = {'type': 'lmdb'}
+    return {'opt': write_yaml(tmp_path / 'bad.yml', opt)}
+
+
+def with_roots(roots_setup, mutate=lambda opt, world: None):
+    """A train_yaml setup on the roots ``roots_setup(tmp_path, world)`` returns."""
+    def setup(tmp_path, world):
+        roots = roots_setup(tmp_path, world)
+        return dict(roots, **train_yaml(mutate)(tmp_path, dict(world, **roots)))
+    return setup
+
+
+def meta_info_listing(names):
+    def mutate(opt, world):
+        path = os.path.join(world['out'], '..', 'meta_info.txt')
+        with open(path, 'w') as f:
+            f.write(''.join(f'{name}\n' for name in names))
+        opt['datasets']['train']['meta_info_file'] = path
+    return mutate
+
+
+def yaml_for_test(mutate):
+    """A setup writing a tiny test option file (basicsr's test pipeline) changed by ``mutate(opt, world)``."""
+    def setup(tmp_path, world):
+        opt = sr_train_options(world['gt'], world['lq'], dict(TINY_MSRRESNET))
+        opt = {'name': 'toy_test', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 0,
+               'datasets': {'test_1': opt['datasets']['val']}, 'network_g': opt['network_g'],
+               'path': {'pretrain_network_g': world['msrresnet_pth'], 'strict_load_g': True},
+               'val': {'save_img': False}}
+        mutate(opt, world)
+        return {'opt': write_yaml(tmp_path / 'bad.yml', opt)}
+    return setup
+
+
+TRAIN = ['train', '-opt', '{opt}']
 REFINE = ['refine', '{images}', '{out}/r', '--ornet-opt', '{ornet_yml}', '--ornet-weights', '{ornet_pth}']
 
 # Row(id, argv, what stderr must name, setup=None, subprocess=False). Placeholders: the world's paths, {out} (a
@@ -114,6 +165,53 @@ BAD_INPUTS = [
         train_yaml(set_in('network_g.type', 'MSRResNett'))),
     Row('train-batch-size-zero', ['train', '-opt', '{opt}'], ['datasets.train.batch_size_per_gpu must be >= 1'],
         train_yaml(set_in('datasets.train.batch_size_per_gpu', 0))),
+    Row('train-manual-seed-string', TRAIN, ["manual_seed must be an integer, got 'x'"],
+        train_yaml(set_in('manual_seed', 'x'))),
+    Row('train-val-freq-zero', TRAIN, ['val.val_freq must be >= 1, got 0'], train_yaml(set_in('val.val_freq', 0))),
+    Row('train-unknown-scheduler', TRAIN, ["train.scheduler.type: 'StepLR' is not one of"],
+        train_yaml(set_in('train.scheduler.type', 'StepLR'))),
+    # train: networks and losses against their constructors
+    Row('train-network-unknown-argument', TRAIN, ["network_g.num_feats: MSRResNet takes no argument 'num_feats'"],
+        train_yaml(set_in('network_g.num_feats', 8))),
+    Row('train-network-quoted-number', TRAIN, ["network_g.num_feat must be a number", "got the string '8'"],
+        train_yaml(set_in('network_g.num_feat', '8'))),
+    Row('train-loss-unknown-argument', TRAIN, ["train.pixel_opt.weight: L1Loss takes no argument 'weight'"],
+        train_yaml(set_in('train.pixel_opt.weight', 1.0))),
+    Row('train-network-scale-mismatch', TRAIN, ['network_g (MSRResNet) upscales by 2 but scale is 4'],
+        train_yaml(set_in('network_g.upscale', 2))),
+    # train: the data against the options
+    Row('train-data-scale-mismatch', TRAIN, ['GT 0000 is 32x32 but its LQ is 8x8', 'scale is 2'],
+        train_yaml(lambda opt, w: (opt.update(scale=2), opt['network_g'].update(upscale=2)))),
+    Row('train-gt-size-larger-than-images', TRAIN, ['datasets.train.gt_size is 64', '32x32'],
+        train_yaml(set_in('datasets.train.gt_size', 64))),
+    Row('train-lq-gt-keys-differ', TRAIN, ['only in datasets.train.dataroot_gt', '0001', '{gt}'],
+        with_roots(lq_missing_one)),
+    Row('train-lmdb-keys-differ', TRAIN, ['only in datasets.train.dataroot_gt', '0001', 'gt.lmdb'],
+        lmdb_pair_missing_one),
+    Row('train-meta-info-lists-a-missing-image', TRAIN, ['lists nope.png', 'dataroot_gt'],
+        train_yaml(meta_info_listing(['0000.png', 'nope.png']))),
+    Row('train-lmdb-backend-on-folders', TRAIN, ['building datasets.train (PairedImageDataset', 'lmdb'],
+        train_yaml(set_in('datasets.train.io_backend', {'type': 'lmdb'}))),
+    # test
+    Row('test-missing-dataroot', ['test', '-opt', '{opt}'], ['datasets.test_1.dataroot_lq', '{out}/nope'],
+        yaml_for_test(lambda opt, w: opt['datasets']['test_1'].update(dataroot_lq=w['out'] + '/nope'))),
+    Row('test-network-unknown-argument', ['test', '-opt', '{opt}'], ["MSRResNet takes no argument 'blocks'"],
+        yaml_for_test(set_in('network_g.blocks', 2))),
+    Row('test-missing-weights', ['test', '-opt', '{opt}'], ['path.pretrain_network_g', '{out}/none.pth'],
+        yaml_for_test(lambda opt, w: opt['path'].update(pretrain_network_g=w['out'] + '/none.pth'))),
+    # enhance-gt
+    Row('enhance-gt-empty', ['enhance-gt', '{empty}', '{out}/e', '--variants', '{images}', '{images}',
+                             '--cfmg-opt', '{cfmg_yml}', '--cfmg-weights', '{cfmg_pth}'],
+        ['{empty}', 'holds no images']),
+    Row('enhance-gt-variant-count', ['enhance-gt', '{images}', '{out}/e', '--variants', '{images}',
+                                     '--cfmg-opt', '{cfmg_yml}', '--cfmg-weights', '{cfmg_pth}'],
+        ['the CFMG mixes the GT and 2 variants, got 1 --variants']),
+    Row('enhance-gt-missing-variant', ['enhance-gt', '{images}', '{out}/e', '--variants', '{images}',
+                                       '{out}/nope', '--cfmg-opt', '{cfmg_yml}', '--cfmg-weights', '{cfmg_pth}'],
+        ['{out}/nope']),
+    Row('enhance-gt-missing-weights', ['enhance-gt', '{images}', '{out}/e', '--variants', '{images}', '{images}',
+                                       '--cfmg-opt', '{cfmg_yml}', '--cfmg-weights', '{out}/none.pth'],
+        ['--cfmg-weights', '{out}/none.pth']),
 ]
 
 
@@ -143,8 +241,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(row, world, tmp_path, m
     for name in row.names:
         assert name.format(**values) in stderr, stderr
     assert os.listdir(out) == []  # nothing a rerun would trust
-    assert not os.path.exists(tmp_path / 'experiments' / 'toy_sr' / 'models') or \
-        os.listdir(tmp_path / 'experiments' / 'toy_sr' / 'models') == []
+    models = tmp_path / 'experiments' / 'toy_sr' / 'models'
+    assert not models.exists() or os.listdir(models) == []  # train: no checkpoint of an unstarted run
     assert {name: os.path.getmtime(path) for name, path in world.items()} == world_before  # inputs untouched
 
 

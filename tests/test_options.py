@@ -187,3 +187,29 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, base_opt):
     assert 'Traceback' not in proc.stderr
     assert 'network_g.type' in proc.stderr and 'MSRResNet' in proc.stderr
     assert not (tmp_path / 'experiments').exists()  # nothing was created for a config that cannot run
+
+
+def write_pair(root, gt_shape, lq_shape, lq_name='0000'):
+    import cv2
+    import numpy as np
+    for sub, shape, name in (('GT', gt_shape, '0000'), ('LQ', lq_shape, lq_name)):
+        os.makedirs(root / sub, exist_ok=True)
+        cv2.imwrite(str(root / sub / f'{name}.png'), np.zeros(shape + (3, ), np.uint8))
+    return str(root / 'GT'), str(root / 'LQ')
+
+
+def test_filename_template_pairs_and_validation_trim_are_accepted(tmp_path):
+    """The data checks follow basicsr: folder pairs through filename_tmpl, validation GT trimmed to scale x LQ;
+    training crops need GT = scale x LQ exactly."""
+    gt, lq = write_pair(tmp_path, (33, 34), (8, 8), lq_name='0000x4')
+    opt = sr_train_options(gt, lq, dict(TINY_MSRRESNET), gt_size=16)
+    for phase in ('train', 'val'):
+        opt['datasets'][phase]['filename_tmpl'] = '{}x4'
+    write_pair(tmp_path / 'train', (32, 32), (8, 8), lq_name='0000x4')
+    opt['datasets']['train'].update(dataroot_gt=str(tmp_path / 'train' / 'GT'),
+                                    dataroot_lq=str(tmp_path / 'train' / 'LQ'))
+    parse(tmp_path, opt)  # val: 33x34 GT for an 8x8 LQ trims to 32x32; train pairs are exact
+    opt['datasets']['train'].update(dataroot_gt=gt, dataroot_lq=lq)
+    expect_error(tmp_path, opt, 'GT 0000 is 33x34 but its LQ is 8x8', 'scale is 4')
+    opt['datasets']['train']['filename_tmpl'] = '{}'
+    expect_error(tmp_path, opt, "1 key(s) only in datasets.train.dataroot_lq", '0000x4')

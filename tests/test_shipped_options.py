@@ -56,8 +56,8 @@ def load_shipped(name):
 
 def train_dataset_entries(opt):
     """The train dataset's options and, for a GTPlusConcatDataset, those of each entry."""
-    from gtplus_models.options import _walk_datasets
-    return [entry for _, entry in _walk_datasets('datasets.train', opt['datasets']['train'])]
+    from gtplus_models.options import walk_datasets
+    return [entry for _, entry in walk_datasets('datasets.train', opt['datasets']['train'])]
 
 
 def test_joint_sidd_gopro_options_repeat_gopro_15_times():
