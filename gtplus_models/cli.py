@@ -43,8 +43,14 @@ def build_parser():
 
 
 def error_message(err):
-    """The one-line text of a user error (a KeyError's repr quotes its message; take the message itself)."""
-    return err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    """The one-line text of a user error: a KeyError's message without its repr quotes, and an OSError from the
+    system ('[Errno 17] File exists: ...') as 'File exists: PATH'."""
+    if isinstance(err, KeyError) and err.args:
+        return err.args[0]
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        target = f' -> {err.filename2}' if err.filename2 else ''
+        return f'{err.strerror}: {err.filename}{target}'
+    return str(err)
 
 
 def main(argv=None):

@@ -78,6 +78,22 @@ def parse_name_paths(items, flag):
     return mapping
 
 
+def check_device(name, flag='--device'):
+    """``name`` as a torch.device, refused with a one-line ValueError naming ``flag`` when it is not a device or
+    names a CUDA device this machine does not have (torch's own message is several lines about NVIDIA drivers).
+    """
+    import torch
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{flag} must be 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == 'cuda':
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f'{flag} {name}: this machine has {count} CUDA device(s); use --device cpu')
+    return device
+
+
 def report_outputs(paths, what='wrote'):
     """Log where the output went, one line per path (basicsr's root logger; tools log at INFO)."""
     from basicsr.utils import get_root_logger

@@ -1,6 +1,6 @@
 """gtplus enhance-gt GT OUT.lmdb --variants ... --cfmg-opt --cfmg-weights --cond C."""
-from gtplus_models.commands._shared import (add_cond_argument, add_shard_arguments, image_count, report_done,
-                                            report_outputs)
+from gtplus_models.commands._shared import (add_cond_argument, add_shard_arguments, check_device, image_count,
+                                            report_done, report_outputs)
 
 HELP = ('Write the enhanced GT at a chosen c from a trained CFMG, the GT and its SR variants, as an LMDB, with '
         'OUT/preview.png (sources, enhanced GT, masks).')
@@ -21,6 +21,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    check_device(args.device)
     import time
 
     from gtplus_models.tools.enhance_gt import enhance_gt

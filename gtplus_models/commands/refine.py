@@ -1,5 +1,5 @@
 """gtplus refine INPUT OUT_DIR: a restorer, then ORNet at one or more c values."""
-from gtplus_models.commands._shared import add_cond_argument, parse_conds, report_done
+from gtplus_models.commands._shared import add_cond_argument, check_device, parse_conds, report_done
 
 HELP = 'Run any BasicSR restorer + ORNet at chosen c over a folder or LMDB (tiled); write PNGs and a c-sweep strip.'
 
@@ -18,6 +18,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    check_device(args.device)
     import time
 
     from gtplus_models.tools.refine import refine

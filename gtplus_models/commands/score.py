@@ -1,5 +1,5 @@
 """gtplus score DATA --metrics niqe,piqe [--ensemble]: per-image NR-IQA scores as a side file + histogram."""
-from gtplus_models.commands._shared import parse_name_paths, report_outputs
+from gtplus_models.commands._shared import check_device, parse_name_paths, report_outputs
 
 HELP = 'Score every image of an LMDB or image folder with NR-IQA metrics (resumable); writes quality_scores.json.'
 
@@ -19,9 +19,17 @@ def add_arguments(parser):
 
 
 def run(args):
+    import os.path as osp
+
     from gtplus_models.tools.scoring import score_dataset
+    if args.flush_every < 1:
+        raise ValueError(f'--flush-every must be an integer >= 1, got {args.flush_every}')
+    for flag, path in (('--out', args.out), ('--plot', args.plot)):
+        if path and osp.isdir(path):
+            raise ValueError(f'{flag} {path} is a folder; give a file path')
+    check_device(args.device)
     names = [n.strip() for n in args.metrics.split(',') if n.strip()]
     payload = score_dataset(args.data, names, parse_name_paths(args.weights, '--weights'), args.ensemble, args.out,
-                            args.plot, args.device, max(1, args.flush_every))
+                            args.plot, args.device, args.flush_every)
     report_outputs([f"scored {len(payload['records'])} images with {', '.join(names)}"], 'done')
     return 0

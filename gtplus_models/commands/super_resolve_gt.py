@@ -1,6 +1,6 @@
 """gtplus super-resolve-gt GT OUT_DIR: GT-size variants (x2/x3/x4 SR through an enhancer, or detail sources)."""
-from gtplus_models.commands._shared import (add_shard_arguments, image_count, parse_numbers, parse_yaml_mapping,
-                                            report_done, report_outputs)
+from gtplus_models.commands._shared import (add_shard_arguments, check_device, image_count, parse_numbers,
+                                            parse_yaml_mapping, report_done, report_outputs)
 
 HELP = ('Make GT-size variants of a GT LMDB/folder (bicubic up by s, enhancer, resize back; or training-free detail '
         'sources): OUT_DIR/sr_x<s>.lmdb and OUT_DIR/preview.png.')
@@ -47,6 +47,9 @@ def add_enhancer_arguments(parser):
 
 
 def run(args):
+    check_device(args.device)
+    if args.pipeline_kwargs.strip() not in ('', '{}') and not args.diffusers_pipeline:
+        raise ValueError('--pipeline-kwargs only applies with --diffusers-pipeline')
     import time
 
     from gtplus_models.tools.super_resolve import build_enhancer, super_resolve_gt

@@ -36,6 +36,9 @@ def run_quickstart(out, pipeline=DEFAULT_PIPELINE, **kwargs):
         dict: {NAME: report} of the pipelines run.
     """
     available = pipelines()
+    iters = kwargs.get('iters')
+    if iters is not None and (not isinstance(iters, int) or iters < 1):
+        raise ValueError(f'--iters must be an integer >= 1, got {iters}')  # 0 once trained nothing and reported
     if pipeline != ALL and pipeline not in available:
         raise ValueError(f"unknown quickstart pipeline '{pipeline}'; choose from {', '.join(available)} or all")
     if pipeline == ALL:
