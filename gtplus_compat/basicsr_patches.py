@@ -11,6 +11,9 @@ The fixes, and what breaks without them:
 - ``patch_resume``: ``load_resume_state`` called ``torch.cuda.current_device()`` and unpickled with full pickle;
   resumed pretrain paths were redirected even for frozen networks that are never saved; training states were
   written in place, so a kill during the write left a corrupt latest state that ``--auto_resume`` then picked.
+- ``patch_exact_resume``: a resumed run started the saved epoch again from its first batch, with fresh random
+  states, so its weights drifted from an uninterrupted run's; now training states carry the data-loader position
+  and the random states, and the prefetchers skip what was used (:mod:`gtplus_compat.exact_resume`).
 - ``patch_safe_yaml``: option files were read with ``yaml.Loader``, which can construct arbitrary objects.
 - ``patch_optimizers``: ``get_optimizer`` only knew Adam; any ``torch.optim`` class (AdamW, SGD, ...) now works.
 - ``patch_vgg_weights``: a missing ``VGG_PRETRAIN_PATH`` made the VGG perceptual loss download weights (which
@@ -20,6 +23,8 @@ The fixes, and what breaks without them:
 import difflib
 import os
 import os.path as osp
+
+from gtplus_compat import exact_resume
 
 _PATCHED = set()
 # (owner, attribute) -> the basicsr original, so tests can show each fix is needed.
@@ -218,18 +223,47 @@ def load_resume_state(opt):
 def save_training_state(self, epoch, current_iter):
     """Atomic replacement for ``BaseModel.save_training_state``: write ``<iter>.state.tmp``, then rename.
 
-    An interrupted write therefore never leaves a truncated ``.state`` for ``--auto_resume`` to pick up.
+    An interrupted write therefore never leaves a truncated ``.state`` for ``--auto_resume`` to pick up. Inside
+    basicsr's training loop the state also carries the ``exact_resume`` entry (data-loader position, random states).
     """
     import torch
     from basicsr.utils.dist_util import get_dist_info
-    if current_iter == -1 or get_dist_info()[0] != 0:
+    if current_iter == -1:
+        return
+    # Before the rank check: every rank restores its checkpoint random states after validation (see exact_resume).
+    exact_entry = exact_resume.checkpoint_entry(epoch)
+    if get_dist_info()[0] != 0:
         return
     state = {'epoch': epoch, 'iter': current_iter, 'optimizers': [o.state_dict() for o in self.optimizers],
              'schedulers': [s.state_dict() for s in self.schedulers]}
+    if exact_entry is not None:
+        state[exact_resume.STATE_KEY] = exact_entry
     save_path = osp.join(self.opt['path']['training_states'], f'{current_iter}.state')
     tmp_path = save_path + '.tmp'
     torch.save(state, tmp_path)
     os.replace(tmp_path, save_path)
+
+
+@_once
+def patch_exact_resume():
+    """Prefetchers that record and skip the epoch's used batches; ``resume_training`` that hands them the entry.
+
+    Patched in place on basicsr's classes, not by replacing ``basicsr.train.CPUPrefetcher``: ``python
+    basicsr/train.py`` runs as ``__main__`` and bound the class names when it was imported, before gtplus was.
+    """
+    from basicsr.data.prefetch_dataloader import CPUPrefetcher, CUDAPrefetcher
+    from basicsr.models.base_model import BaseModel
+    for prefetcher, loads_ahead in ((CPUPrefetcher, False), (CUDAPrefetcher, True)):
+        for name, method in exact_resume.prefetcher_methods(dict(vars(prefetcher)), loads_ahead).items():
+            _replace(prefetcher, name, method)
+    resume_training = BaseModel.resume_training
+
+    def resume_training_exactly(self, resume_state):
+        """basicsr's ``resume_training``, then keep the state's ``exact_resume`` entry for the loop's prefetcher."""
+        resume_training(self, resume_state)
+        exact_resume.expect_resume(resume_state)
+
+    _replace(BaseModel, 'resume_training', resume_training_exactly)
 
 
 @_once
@@ -326,6 +360,7 @@ def apply_basicsr_patches():
     patch_init_dist()
     patch_model_to_device()
     patch_resume()
+    patch_exact_resume()
     patch_safe_yaml()
     patch_optimizers()
     patch_vgg_weights()

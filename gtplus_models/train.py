@@ -1,6 +1,8 @@
 """``gtplus train`` / ``python -m gtplus_models.train``: basicsr's training loop with gtplus's options and fixes.
 
-Same flags as ``basicsr/train.py``. experiments/ and tb_logger/ go under the current directory.
+Same flags as ``basicsr/train.py``. experiments/ and tb_logger/ go under the current directory. ``--auto_resume``
+continues exactly where the interrupted run stopped (batches and random states; see
+:mod:`gtplus_compat.exact_resume`).
 """
 import os
 import sys

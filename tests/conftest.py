@@ -20,6 +20,31 @@ import sitecustomize as _netguard  # noqa: E402  (tests/netguard/sitecustomize.p
 _netguard.install()
 
 
+def _use_checkout_gtplus_compat():
+    """Make in-process imports of ``gtplus_compat`` use this checkout, as the other packages do.
+
+    The installed ``gtplus_compat.pth`` imports ``gtplus_compat`` from site-packages at interpreter start, before
+    this file puts the checkout first on sys.path; in any checkout but the installed one (a git worktree), the
+    tests would otherwise run the installed fixes. The swap is made only while basicsr is not imported yet, so no
+    basicsr module has been patched or hooked by the installed copy.
+    """
+    module = sys.modules.get('gtplus_compat')
+    if module is None or os.path.dirname(os.path.dirname(os.path.abspath(module.__file__))) == REPO:
+        return
+    if any(name == 'basicsr' or name.startswith('basicsr.') for name in sys.modules):
+        raise RuntimeError(f'basicsr was imported before tests/conftest.py could use {REPO}/gtplus_compat')
+    sys.meta_path[:] = [finder for finder in sys.meta_path
+                        if not type(finder).__module__.startswith('gtplus_compat')]
+    for name in [name for name in sys.modules if name == 'gtplus_compat' or name.startswith('gtplus_compat.')]:
+        del sys.modules[name]
+    import gtplus_compat  # the checkout's, now first on sys.path; it then does what gtplus_compat.pth does
+    gtplus_compat.install_torchvision_alias()
+    gtplus_compat.install_basicsr_hook()
+
+
+_use_checkout_gtplus_compat()
+
+
 def python_exe():
     """The interpreter running the tests (the project venv); subprocesses use it too."""
     return sys.executable

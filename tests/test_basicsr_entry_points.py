@@ -149,6 +149,20 @@ def test_python_m_basicsr_train(trained_with_python_m):
         assert 'Network [GTPlusNAFNet] is created.' in f.read()
 
 
+def test_python_m_basicsr_train_writes_exact_resume_entries(trained_with_python_m):
+    """basicsr's loop runs as ``__main__`` with class names bound before gtplus was imported; the prefetcher is
+    patched in place, so its training states still carry the loader position and random states."""
+    import torch
+    from gtplus_compat import exact_resume
+    proc, root, name, _ = trained_with_python_m
+    check(proc)
+    state = torch.load(os.path.join(root, 'experiments', name, 'training_states', f'{TOTAL_ITER}.state'),
+                       weights_only=True)
+    entry = state[exact_resume.STATE_KEY]
+    # 4 images in batches of 2: iteration 4 is the end of epoch 1, both of its batches used.
+    assert (state['epoch'], entry['batches'], entry['batches_per_epoch']) == (1, 2, 2)
+
+
 def test_python_m_basicsr_test(trained_with_python_m):
     train_proc, root, train_name, tmp = trained_with_python_m
     check(train_proc)
