@@ -30,10 +30,10 @@ from gtplus_arch.frequency import (amplitude_spectrum_log, frequency_mixup, log_
                                    masks_from_coefficients, ring_gaussian_basis, spatial_fftshift)
 from gtplus_arch.nafnet_arch import GTPlusNAFNet, NAFBlock, NAFUNet  # noqa: E402
 from gtplus_arch.ornet_arch import ORNET_PRESETS, ORNet  # noqa: E402
-from gtplus_arch.state_dict import normalize_state_dict  # noqa: E402
+from gtplus_arch.state_dict import normalize_state_dict, state_dict_mismatch  # noqa: E402
 
 __all__ = [
     'CFMG', 'GTPlusNAFNet', 'NAFBlock', 'NAFUNet', 'ORNet', 'ORNET_PRESETS', 'amplitude_spectrum_log',
     'frequency_mixup', 'log_amplitude', 'masks_from_coefficients', 'normalize_state_dict', 'ring_gaussian_basis',
-    'spatial_fftshift'
+    'spatial_fftshift', 'state_dict_mismatch'
 ]

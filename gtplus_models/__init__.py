@@ -28,7 +28,12 @@ import gtplus_arch  # noqa: E402,F401  (registers the networks the models build)
 import gtplus_data  # noqa: E402,F401  (registers the datasets the options name)
 from basicsr.utils import scandir  # noqa: E402
 
+from gtplus_models.checkpoints import patch_basicsr_load_network  # noqa: E402
 from gtplus_models.version import __version__  # noqa: E402
+
+# Every model, basicsr's own included, reads path.pretrain_network_* through gtplus's checkpoint loading (official
+# .pkl layouts, one-line errors naming the key and the file).
+patch_basicsr_load_network()
 
 # As basicsr does for its own folders: importing every *_model.py, *_loss.py / losses.py and *_metric.py at this
 # level registers its models, losses and metrics.

@@ -7,7 +7,6 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from gtplus_models.checkpoints import OfficialCheckpointMixin
 from gtplus_models.enhanced_supervision import (DEFAULT_COND, DEFAULT_FIDELITY_OPT, draw_condition, enhance,
                                                 official_cfmg_shift_warning, stack_sources)
 from gtplus_models.quality_loss import GTPlusQualityReward, quality_fidelity_loss
@@ -17,7 +16,7 @@ C_GAP_WARN = 1e-3
 
 
 @MODEL_REGISTRY.register()
-class CFMGModel(OfficialCheckpointMixin, SRModel):
+class CFMGModel(SRModel):
     """Trains ``network_g`` (a CFMG) to mix the GT with its SR variants in the frequency domain.
 
     Each step draws one c ~ U(0,1) and minimises ``(1 - c²)·fidelity(Î, GT) - c²·Σ_k w_k·IQA_k(Î)``, so c = 0

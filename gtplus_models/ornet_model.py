@@ -7,7 +7,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from gtplus_models.checkpoints import OfficialCheckpointMixin, build_frozen_network
+from gtplus_arch import CFMG
+from gtplus_models.checkpoints import build_frozen_network
 from gtplus_models.enhanced_supervision import (DEFAULT_CLAMP_OUTPUT, DEFAULT_COND, DEFAULT_COND_PER_SAMPLE,
                                                 DEFAULT_PIXEL_OPT, condition_tensor, draw_condition, enhance,
                                                 official_cfmg_shift_warning, stack_sources)
@@ -25,7 +26,7 @@ def _flag(train_opt, key, default):
 
 
 @MODEL_REGISTRY.register()
-class ORNetModel(OfficialCheckpointMixin, SRModel):
+class ORNetModel(SRModel):
     """Trains ``network_g`` (an ORNet) against targets from a frozen CFMG.
 
     Each step draws c ~ U(0,1) (one value for the batch, as the official code; or one per sample; or trains at one
@@ -66,8 +67,11 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
         if self.input_mode == 'restorer':
             self.net_restorer = self.frozen('restorer')
 
-    def frozen(self, name):
-        """Build ``network_<name>`` with weights from ``path.pretrain_network_<name>``, frozen, in eval mode."""
+    def frozen(self, name, expected_type=None):
+        """Build ``network_<name>`` with weights from ``path.pretrain_network_<name>``, frozen, in eval mode.
+
+        ``expected_type``: the class ``network_<name>`` must build (CFMG for ``network_cfmg``); None: any network.
+        """
         key = f'network_{name}'
         if not self.opt.get(key):
             raise ValueError(f'{key} is required by ORNetModel here (with path.pretrain_{key}).')
@@ -75,14 +79,15 @@ class ORNetModel(OfficialCheckpointMixin, SRModel):
         warning = official_cfmg_shift_warning(self.opt[key], weights_path, f'path.pretrain_{key}')
         if warning:
             get_root_logger().warning(warning)
-        net = build_frozen_network(self.opt[key], weights_path, f'path.pretrain_{key}', self.device)
+        net = build_frozen_network(self.opt[key], weights_path, f'path.pretrain_{key}', self.device, expected_type,
+                                   source=key)
         get_root_logger().info(f'Frozen {key} [{net.__class__.__name__}] loaded.')
         return net
 
     def init_training_settings(self):
         self.net_g.train()
         train_opt = self.opt['train']
-        self.net_cfmg = self.frozen('cfmg')
+        self.net_cfmg = self.frozen('cfmg', CFMG)
         self.cri_pix = build_loss(dict(train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT)).to(self.device)
         self.cond_per_sample = _flag(train_opt, 'cond_per_sample', DEFAULT_COND_PER_SAMPLE)
         self.clamp_output = _flag(train_opt, 'clamp_output', DEFAULT_CLAMP_OUTPUT)

@@ -8,6 +8,7 @@ import os
 import sys
 
 import gtplus_models  # noqa: F401  (applies the compat fixes and registers every gtplus component)
+from gtplus_models.checkpoints import CheckpointError
 from gtplus_models.options import OptionsError, add_pipeline_arguments, parse_options
 
 
@@ -58,7 +59,8 @@ def run_pipeline(args, is_train):
         is_train (bool): which pipeline.
 
     Returns:
-        int: a process exit code (2 for a bad option file, whose problem goes to stderr without a traceback).
+        int: a process exit code (2 for a bad option file or a ``path.pretrain_network_*`` file that cannot serve
+        its network; the problem goes to stderr as one line, without a traceback).
     """
     import basicsr.test
     import basicsr.train
@@ -72,7 +74,7 @@ def run_pipeline(args, is_train):
             pipeline_module.train_pipeline(root_path)
         else:
             pipeline_module.test_pipeline(root_path)
-    except OptionsError as err:
+    except (OptionsError, CheckpointError) as err:
         sys.stderr.write(f'gtplus {"train" if is_train else "test"}: error: {err}\n')
         return 2
     return 0
