@@ -7,7 +7,8 @@ One module per job; a tool never parses command lines (that is ``gtplus_models/c
 - ``enhancer_pairs.py``: (degraded, GT) pairs from a user's own GT set, to train an enhancer (``make-enhancer-pairs``);
 - ``enhance_gt.py``: the enhanced GT Î(c) of a dataset from a trained CFMG (``gtplus enhance-gt``);
 - ``refine.py``: any restorer + ORNet at chosen c over a folder or LMDB (``gtplus refine``);
-- ``tiling.py``: tiled inference shared by the tools above;
+- ``tiling.py``: tiled inference shared by the tools above, and the one rule for the input sizes a network accepts
+  (windowed restorers such as SwinIR are padded to their window and cropped back);
 - ``scoring.py``: NR-IQA scores as a side file plus histogram (``gtplus score``);
 - ``figures.py``: labelled strips, grids, masks and previews that tools write beside their outputs.
 
