@@ -3,6 +3,7 @@ import os.path as osp
 
 import torch
 
+from gtplus_arch import CFMG
 from gtplus_data.image_source import ImageSource, input_source
 from gtplus_data.image_util import image_to_tensor, tensor_to_image, tensor_to_uint8, to_uint8, write_png
 from gtplus_data.lmdb_shards import merge_shards, write_sharded
@@ -132,7 +133,7 @@ def enhance_gt(gt_path, variant_paths, out_path, cond, cfmg_opt, cfmg_weights, o
         gt_path (str): GT LMDB or folder; variant_paths (list[str]): its SR variants (same keys, GT size).
         out_path (str): the output LMDB.
         cond (float): c in [0,1].
-        cfmg_opt (str): YAML with the CFMG network mapping (or a ``network_g`` entry).
+        cfmg_opt (str): YAML with the CFMG network mapping (or a ``network_g`` entry); another network is refused.
         cfmg_weights (str): CFMG checkpoint (basicsr ``.pth`` or the official ``CFMG.pkl``).
         overwrite, device, rank, world_size: see :func:`write_enhanced_gt`.
         merge (bool): merge the shards written by all ranks instead of writing.
@@ -144,7 +145,7 @@ def enhance_gt(gt_path, variant_paths, out_path, cond, cfmg_opt, cfmg_weights, o
     if not 0 <= cond <= 1:
         raise ValueError(f'--cond must be in [0,1], got {cond}')
     device = torch.device(device)
-    cfmg = load_frozen_network(cfmg_opt, cfmg_weights, device, '--cfmg-opt', '--cfmg-weights')
+    cfmg = load_frozen_network(cfmg_opt, cfmg_weights, device, '--cfmg-opt', '--cfmg-weights', CFMG)
     if merge:
         merge_shards(out_path, overwrite=overwrite)
         written = [out_path]

@@ -5,11 +5,17 @@ Outputs (under OUT_DIR):
 - ``refined_c<c>/<key>.png``: restorer + ORNet at each c of ``conds``;
 - ``sweep/<key>.png``: with several c values, a strip [input | restored | c_1 | c_2 | ...] with labels.
 Files already written are skipped, so an interrupted run resumes.
+
+Faults are found before the networks run (exit 2 from ``gtplus refine``, one line naming the flag or path): an
+output path that is a file, weights that do not fit, a YAML that builds another network than ORNet, and unreadable
+inputs. Every input still to refine is decoded first, and all unreadable ones are listed by path with nothing
+written, as ``make-lmdb`` does, rather than stopping after hours at the first bad file.
 """
 import os.path as osp
 
+from gtplus_arch import ORNet
 from gtplus_data.image_source import input_source
-from gtplus_data.image_util import image_to_tensor, tensor_to_uint8, write_png
+from gtplus_data.image_util import ImageReadError, image_to_tensor, tensor_to_uint8, write_png
 from gtplus_models.checkpoints import load_frozen_network
 from gtplus_models.tools.figures import labelled_strip
 from gtplus_models.tools.tiling import check_tiling, run_chain
@@ -18,6 +24,50 @@ from gtplus_models.tools.tiling import check_tiling, run_chain
 def cond_folder(cond):
     """The output folder of restorer + ORNet at ``cond``: 'refined_c0.30'."""
     return f'refined_c{cond:.2f}'
+
+
+def output_paths(out_dir, key, conds):
+    """({c: refined PNG path}, sweep strip path) of ``key``."""
+    return ({cond: osp.join(out_dir, cond_folder(cond), f'{key}.png') for cond in conds},
+            osp.join(out_dir, 'sweep', f'{key}.png'))
+
+
+def is_done(out_dir, key, conds):
+    """Whether every output of ``key`` exists (a rerun skips it)."""
+    outputs, sweep_path = output_paths(out_dir, key, conds)
+    return all(osp.isfile(p) for p in outputs.values()) and (len(conds) < 2 or osp.isfile(sweep_path))
+
+
+def check_output_folder(out_dir):
+    """Refuse an OUT_DIR that is, or lies under, an existing file, before anything runs.
+
+    Raises:
+        NotADirectoryError: naming the file.
+    """
+    path = osp.abspath(out_dir)
+    while not osp.exists(path) and osp.dirname(path) != path:
+        path = osp.dirname(path)
+    if not osp.isdir(path):
+        where = 'is' if path == osp.abspath(out_dir) else f'lies under {path}, which is'
+        raise NotADirectoryError(f'OUT_DIR {out_dir} {where} an existing file, not a folder; give a folder path')
+
+
+def check_readable(source, keys):
+    """Decode every image of ``keys`` once; raise listing every unreadable one by path.
+
+    Raises:
+        ImageReadError: "2 unreadable image(s) in IN, nothing refined: cannot decode image ...: IN/a.png; ...".
+    """
+    from tqdm import tqdm
+    errors = []
+    for key in tqdm(keys, desc='check inputs', unit='img', disable=None):
+        try:
+            source.read(key)
+        except ImageReadError as error:  # names the path already
+            errors.append(str(error))
+    if errors:
+        raise ImageReadError(f'{len(errors)} unreadable image(s) in {source.path}, nothing refined: ' +
+                             '; '.join(errors))
 
 
 def refine_source(source, out_dir, restorer, ornet, conds, tile=0, tile_pad=32, device='cpu'):
@@ -37,10 +87,9 @@ def refine_source(source, out_dir, restorer, ornet, conds, tile=0, tile_pad=32, 
     """
     from tqdm import tqdm
     for key in tqdm(source.keys, desc='refine', unit='img', disable=None):
-        outputs = {cond: osp.join(out_dir, cond_folder(cond), f'{key}.png') for cond in conds}
-        sweep_path = osp.join(out_dir, 'sweep', f'{key}.png')
-        if all(osp.isfile(p) for p in outputs.values()) and (len(conds) < 2 or osp.isfile(sweep_path)):
+        if is_done(out_dir, key, conds):
             continue
+        outputs, sweep_path = output_paths(out_dir, key, conds)
         img = image_to_tensor(source.read(key), device)
         restored = run_chain([(restorer, False)], img, tile=tile, tile_pad=tile_pad) if restorer else img
         panels = [('input', tensor_to_uint8(img))]
@@ -63,26 +112,37 @@ def refine(input_path, out_dir, ornet_opt, ornet_weights, conds, restorer_opt=No
     Args:
         input_path (str): image folder or BasicSR LMDB.
         out_dir (str): output folder.
-        ornet_opt (str): YAML with the ORNet network mapping (or a basicsr option file's ``network_g``).
+        ornet_opt (str): YAML with the ORNet network mapping (or a basicsr option file's ``network_g``); another
+            network is refused.
         ornet_weights (str): ORNet checkpoint (basicsr ``.pth`` or the official ``ORNet.pkl``).
         conds (list[float]): c values in [0,1].
-        restorer_opt, restorer_weights (str | None): the restorer's YAML and checkpoint; both or neither.
+        restorer_opt, restorer_weights (str | None): the restorer's YAML (any network; windowed ones such as SwinIR
+            are padded to their window, see :func:`gtplus_models.tools.tiling.size_rule`) and checkpoint; both or
+            neither.
         tile, tile_pad (int): tiled inference.
         device (str): 'cpu' or 'cuda[:N]'.
 
     Returns:
         list[str]: the keys processed.
+
+    Raises:
+        ValueError (ImageReadError, CheckpointError), OSError: see the module docstring.
     """
     import torch
     if bool(restorer_opt) != bool(restorer_weights):
-        raise ValueError('--restorer-opt and --restorer-weights go together')
+        given, missing = ('--restorer-opt', '--restorer-weights') if restorer_opt else ('--restorer-weights',
+                                                                                        '--restorer-opt')
+        raise ValueError(f'{given} needs {missing}: --restorer-opt and --restorer-weights go together (give neither '
+                         'to refine the input as is)')
     if not conds or any(not 0 <= c <= 1 for c in conds):
         raise ValueError(f'c values must be in [0,1], got {conds}')
     check_tiling(tile, tile_pad)
+    check_output_folder(out_dir)
     device = torch.device(device)
     source = input_source(input_path)
     restorer = None
     if restorer_opt:
         restorer = load_frozen_network(restorer_opt, restorer_weights, device, '--restorer-opt', '--restorer-weights')
-    ornet = load_frozen_network(ornet_opt, ornet_weights, device, '--ornet-opt', '--ornet-weights')
+    ornet = load_frozen_network(ornet_opt, ornet_weights, device, '--ornet-opt', '--ornet-weights', ORNet)
+    check_readable(source, [key for key in source.keys if not is_done(out_dir, key, conds)])
     return refine_source(source, out_dir, restorer, ornet, conds, tile, tile_pad, device)
