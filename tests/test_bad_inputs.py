@@ -137,6 +137,26 @@ def yaml_for_test(mutate):
 TRAIN = ['train', '-opt', '{opt}']
 REFINE = ['refine', '{images}', '{out}/r', '--ornet-opt', '{ornet_yml}', '--ornet-weights', '{ornet_pth}']
 
+RESTORER = REFINE + ['--restorer-opt', '{msrresnet_yml}', '--restorer-weights']
+ENHANCE = ['enhance-gt', '{images}', '{out}/e.lmdb', '--variants', '{images}', '{images}', '--cfmg-opt', '{cfmg_yml}',
+           '--cfmg-weights']
+SUPER_RESOLVE = ['super-resolve-gt', '{images}', '{out}/sr', '--enhancer-opt', '{msrresnet_yml}', '--enhancer-weights']
+# (row id prefix, argv up to the weights file, the flag that names it); each route meets every bad file below.
+WEIGHTS_ROUTES = [('refine-ornet', REFINE[:-1], '--ornet-weights'), ('refine-restorer', RESTORER, '--restorer-weights'),
+                  ('enhance-gt-cfmg', ENHANCE, '--cfmg-weights'),
+                  ('super-resolve-gt-enhancer', SUPER_RESOLVE, '--enhancer-weights')]
+BAD_WEIGHTS = {'garbage': 'is not a PyTorch checkpoint', 'empty': 'is an empty file',
+               'list': 'holds a list, not a state dict', 'tensor': 'holds a Tensor, not a state dict'}
+
+
+def code_running_pickle(tmp_path, world):
+    """A setup: ``{evil}``, a pickle whose loading would run a shell command."""
+    from test_weights_and_refine import RunsCode
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'w': RunsCode(tmp_path / 'ran')}, path)
+    return {'evil': path}
+
+
 # Row(id, argv, what stderr must name, setup=None, subprocess=False). Placeholders: the world's paths, {out} (a
 # fresh output folder that must stay empty) and what a row's setup(tmp_path, world) returns.
 BAD_INPUTS = [
@@ -279,6 +299,39 @@ BAD_INPUTS = [
         ['--ornet-opt: {a_file} must hold a network mapping']),
     Row('refine-no-cuda', REFINE + ['--device', 'cuda'], ['--device cuda: this machine has']),
     Row('refine-device-not-a-device', REFINE + ['--device', 'gpu'], ["--device must be 'cpu', 'cuda' or 'cuda:N'"]),
+    # weights and refine
+    *[Row(f'{route}-{kind}-weights', argv + [f'{{{kind}_pth}}'], [f'{flag} ({{{kind}_pth}}) {says}'])
+      for route, argv, flag in WEIGHTS_ROUTES for kind, says in BAD_WEIGHTS.items()],
+    Row('refine-code-running-pickle', REFINE[:-1] + ['{evil}'],
+        ['--ornet-weights ({evil}) is refused by torch.load(weights_only=True)'], code_running_pickle),
+    Row('refine-restorer-weights-of-ornet', RESTORER + ['{ornet_pth}'],
+        ["--restorer-weights ({ornet_pth}) holds 100 tensors, none of which match MSRResNet's 14"]),
+    Row('enhance-gt-cfmg-weights-of-ornet', ENHANCE + ['{ornet_pth}'], ['--cfmg-weights ({ornet_pth}) holds 100 '
+                                                                        "tensors, 59 of which match CFMG's 64"]),
+    Row('super-resolve-gt-enhancer-weights-of-cfmg', SUPER_RESOLVE + ['{cfmg_pth}'],
+        ["--enhancer-weights ({cfmg_pth}) holds 64 tensors, none of which match MSRResNet's 14"]),
+    Row('refine-ornet-opt-builds-cfmg', ['refine', '{images}', '{out}/r', '--ornet-opt', '{cfmg_yml}',
+                                         '--ornet-weights', '{cfmg_pth}'], ['--ornet-opt ({cfmg_yml}) builds CFMG, '
+                                                                            'not ORNet']),
+    Row('refine-ornet-opt-is-a-basicsr-option-file', ['refine', '{images}', '{out}/r', '--ornet-opt', '{opt}',
+                                                      '--ornet-weights', '{ornet_pth}'],
+        ['--ornet-opt ({opt}) builds MSRResNet, not ORNet'], train_yaml(lambda opt, world: None)),
+    Row('enhance-gt-cfmg-opt-builds-ornet', ENHANCE[:-2] + ['{ornet_yml}', '--cfmg-weights', '{ornet_pth}'],
+        ['--cfmg-opt ({ornet_yml}) builds ORNet, not CFMG']),
+    Row('refine-corrupt-input', ['refine', '{corrupt}'] + REFINE[2:], ['1 unreadable image(s) in {corrupt}, '
+                                                                       'nothing refined', '{corrupt}/bad.png']),
+    Row('refine-output-is-a-file', ['refine', '{images}', '{a_file}'] + REFINE[3:],
+        ['OUT_DIR {a_file} is an existing file, not a folder']),
+    Row('refine-output-under-a-file', ['refine', '{images}', '{a_file}/r'] + REFINE[3:],
+        ['OUT_DIR {a_file}/r lies under {a_file}, which is an existing file']),
+    Row('refine-restorer-weights-without-opt', REFINE + ['--restorer-weights', '{msrresnet_pth}'],
+        ['--restorer-weights needs --restorer-opt']),
+    Row('train-pretrain-garbage', ['train', '-opt', '{opt}'],
+        ['path.pretrain_network_g ({garbage_pth}) is not a PyTorch checkpoint'],
+        train_yaml(lambda opt, world: opt['path'].update(pretrain_network_g=world['garbage_pth']))),
+    Row('train-pretrain-of-another-network', ['train', '-opt', '{opt}'],
+        ["path.pretrain_network_g ({ornet_pth}) holds 100 tensors, none of which match MSRResNet's 14"],
+        train_yaml(lambda opt, world: opt['path'].update(pretrain_network_g=world['ornet_pth']))),
 ]
 
 
