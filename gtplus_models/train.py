@@ -31,8 +31,8 @@ def setup_step(func, describe):
     def wrapper(opt, *args, **kwargs):
         try:
             return func(opt, *args, **kwargs)
-        except OptionsError:
-            raise
+        except (OptionsError, CheckpointError):
+            raise  # already one line naming the key (and the file)
         except SETUP_ERRORS as err:
             if os.environ.get('GTPLUS_TRACEBACK'):
                 raise
