@@ -3,15 +3,14 @@
 basicsr finds these problems late: LQ and GT roots with different keys fail while the dataset is built (a bare
 ``Keys in lq_folder and gt_folder are different``), and a ``gt_size`` larger than an image or a GT that is not
 ``scale`` times its LQ fail only when that sample is drawn, as a traceback from a loader worker, possibly hours in.
-Here they fail first, as an :class:`gtplus_models.options.OptionsError` naming the key and the files.
+Here they fail first, as a ValueError naming the key and the files (which the option checks raise as
+:class:`gtplus_models.options.OptionsError`).
 
 Image sizes come from an LMDB's ``meta_info.txt`` (``key.png (h,w,c) level``: no image is read) or from the header
 of each file in a folder (Pillow opens lazily, so only the header is read: about a millisecond per file).
 """
 import os.path as osp
 import re
-
-from gtplus_models.options import OptionsError
 
 SHAPE_PATTERN = re.compile(r'\((\d+),\s*(\d+)(?:,\s*\d+)?\)')
 
@@ -74,13 +73,13 @@ def check_meta_info_file(prefix, dataset):
     for name in names:
         gt = osp.join(dataset['dataroot_gt'], name)
         if not osp.isfile(gt):
-            raise OptionsError(f'{prefix}.meta_info_file ({meta}) lists {name}, which is not in '
+            raise ValueError(f'{prefix}.meta_info_file ({meta}) lists {name}, which is not in '
                                     f'{prefix}.dataroot_gt ({dataset["dataroot_gt"]}).')
         if dataset.get('dataroot_lq'):
             stem, ext = osp.splitext(name)
             lq_name = _lq_key_of(dataset)(stem) + ext
             if not osp.isfile(osp.join(dataset['dataroot_lq'], lq_name)):
-                raise OptionsError(f'{prefix}.meta_info_file ({meta}) lists {name}, whose LQ {lq_name} is not '
+                raise ValueError(f'{prefix}.meta_info_file ({meta}) lists {name}, whose LQ {lq_name} is not '
                                         f'in {prefix}.dataroot_lq ({dataset["dataroot_lq"]}).')
 
 
@@ -98,7 +97,7 @@ def check_pair(prefix, dataset, scale, phase):
         mismatch = describe_key_mismatch(gt_keys, lq_sizes, f'{prefix}.dataroot_gt ({gt_root})',
                                          f'{prefix}.dataroot_lq ({lq_root})')
         if mismatch:
-            raise OptionsError(f'{prefix}: the LQ and GT roots hold different images: {mismatch}.')
+            raise ValueError(f'{prefix}: the LQ and GT roots hold different images: {mismatch}.')
         for lq_key, gt_key in gt_keys.items():
             (gh, gw), (lh, lw) = gt_sizes[gt_key], lq_sizes[lq_key]
             # Training crops need GT = scale x LQ exactly (basicsr's paired_random_crop); validation trims the GT
@@ -107,37 +106,33 @@ def check_pair(prefix, dataset, scale, phase):
             trimmed = lh * scale <= gh < (lh + 1) * scale and lw * scale <= gw < (lw + 1) * scale
             if not (exact if phase == 'train' else trimmed):
                 ratio = f'{gh / lh:g}' if lh else 'undefined'
-                raise OptionsError(
+                raise ValueError(
                     f'{prefix}: GT {gt_key} is {gh}x{gw} but its LQ is {lh}x{lw}: a ratio of {ratio}, and scale is '
                     f'{scale} (the top-level scale key; GT must be scale x LQ).')
     gt_size = dataset.get('gt_size')
     if phase == 'train' and isinstance(gt_size, int) and gt_sizes:
         key, (height, width) = _smallest(gt_sizes)
         if min(height, width) < gt_size:
-            raise OptionsError(f'{prefix}.gt_size is {gt_size} but GT {key} in {gt_root} is {height}x{width}: '
+            raise ValueError(f'{prefix}.gt_size is {gt_size} but GT {key} in {gt_root} is {height}x{width}: '
                                     'lower gt_size or remove the small images.')
 
 
-def check_datasets(opt):
-    """Check each dataset of ``opt`` (nested dataset lists included) against its files; OptionsError naming the
-    key and the file on the first problem.
+def check_datasets(opt, walk_datasets):
+    """Check each dataset of ``opt`` (nested dataset lists included) against its files; ValueError naming the key
+    and the file on the first problem.
 
     Args:
         opt (dict): parsed options (``datasets``, ``scale``), after :func:`gtplus_models.options.check_paths`.
+        walk_datasets (callable): ``(prefix, dataset) -> iterable of (key, mapping)``, the dataset and its nested
+            ones (:func:`gtplus_models.options.walk_datasets`).
     """
-    from gtplus_models.options import walk_datasets
     scale = opt.get('scale', 1)
-    try:
-        for phase, dataset in opt['datasets'].items():
-            for prefix, entry in walk_datasets(f'datasets.{phase}', dataset):
-                if (entry.get('io_backend') or {}).get('type', 'disk') not in ('disk', 'lmdb'):
-                    continue
-                check_meta_info_file(prefix, entry)
-                check_pair(prefix, entry, entry.get('scale', scale), phase.split('_')[0])
-    except OptionsError:
-        raise
-    except (ValueError, OSError) as err:  # an unreadable header or meta_info.txt: already names the file
-        raise OptionsError(str(err)) from None
+    for phase, dataset in opt['datasets'].items():
+        for prefix, entry in walk_datasets(f'datasets.{phase}', dataset):
+            if (entry.get('io_backend') or {}).get('type', 'disk') not in ('disk', 'lmdb'):
+                continue
+            check_meta_info_file(prefix, entry)
+            check_pair(prefix, entry, entry.get('scale', scale), phase.split('_')[0])
 
 
 def network_scale(network_opt):

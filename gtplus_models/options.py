@@ -322,7 +322,10 @@ def check_options(opt, is_train):
     check_paths(opt)
     check_device(opt)
     from gtplus_models.dataset_checks import check_datasets
-    check_datasets(opt)
+    try:
+        check_datasets(opt, walk_datasets)
+    except (ValueError, OSError) as err:  # each message already names the key and the file
+        raise OptionsError(str(err)) from None
 
 
 def derive_paths(opt, root_path, is_train):

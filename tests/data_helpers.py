@@ -53,3 +53,13 @@ def lmdb_items(path):
 def read_text(path):
     with open(path) as f:
         return f.read()
+
+
+class RunsCode:
+    """Unpickling this runs a shell command (what weights_only=True exists to refuse)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}', )

@@ -151,7 +151,7 @@ BAD_WEIGHTS = {'garbage': 'is not a PyTorch checkpoint', 'empty': 'is an empty f
 
 def code_running_pickle(tmp_path, world):
     """A setup: ``{evil}``, a pickle whose loading would run a shell command."""
-    from test_weights_and_refine import RunsCode
+    from data_helpers import RunsCode
     path = str(tmp_path / 'evil.pth')
     torch.save({'w': RunsCode(tmp_path / 'ran')}, path)
     return {'evil': path}
