@@ -70,6 +70,17 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """Runs a test module's tiny torch work on one thread: on a busy 2-core machine, torch's intra-op threads
+    waiting for each other make tiny steps up to a hundred times slower."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_paired_pngs(root, num=4, gt_size=32, scale=4, seed=0):
     """Write ``num`` smooth random RGB GT images and their ``scale``-times smaller LQ (bicubic) as PNG folders.
 

@@ -56,14 +56,8 @@ def _register_test_components():
 _register_test_components()
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    # On a busy 2-core machine, torch's intra-op threads waiting for each other make these tiny steps a hundred
-    # times slower. Every run of a comparison uses the same thread count, so bit equality does not depend on it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Every run of a comparison uses the same thread count, so bit equality does not depend on it.
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
