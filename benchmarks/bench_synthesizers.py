@@ -8,7 +8,9 @@ table of images/s and ratios, all rows measured side by side in the same run (ro
   (under torch 2.x basicsr's filter2D fails on DiffJPEG's channels-last output otherwise).
 - ``RealESRGANSynthesizer.degrade``: the same chain, same kernels and same per-batch choices: call i of both rows
   runs plan i of a fixed list (feed_data's ``random``/``numpy.random`` calls are scripted to make it), so these two
-  rows do the same work and their ratio is the implementation's.
+  rows do the same LQ work. feed_data also USM-sharpens the GT a second time after its training-pair pool (for the
+  losses, a model's job, not a synthesizer's); at 256^2 on a CPU that 51x51 filter is a large part of its time, and
+  most of the gap between the two rows.
 - ``RealESRGANSynthesizer`` (realesrgan / stablesr): the whole forward, kernels and choices drawn in the module per
   call; the choices change the cost (e.g. Poisson noise and upscaling are dearer), so read these rows as averages.
 - ``BicubicSynthesizer`` (matlab / torch), and basicsr's per-image MATLAB ``imresize`` it replaces.
