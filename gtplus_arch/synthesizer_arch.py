@@ -148,6 +148,12 @@ class Synthesizer(nn.Module):
         lq = lq.to(dtype)
         return quantize_8bit(lq) if self.round_output else lq.clamp(0, 1)
 
+    def weights_module(self):
+        """The submodule a weights file (a reconstruction snapshot, a trained degradation network) loads into, or
+        None for a synthesizer with nothing learned (bicubic, Real-ESRGAN). See
+        :func:`gtplus_models.synthesis.load_synthesizer`."""
+        return None
+
     def options(self):
         """The constructor keywords that rebuild this synthesizer (JSON-able values); subclasses extend it."""
         return {'scale': self.scale, 'round_output': self.round_output}

@@ -1,0 +1,77 @@
+"""Building a degradation synthesizer from its YAML block and a local weights file (the one loading route of
+``SynthesizedSRModel``, ``gtplus synthesize`` and the quickstart).
+
+A synthesizer YAML (``synth.yml``) holds one ``network_synth:`` block, ``{type: <registered Synthesizer>, ...}``;
+the same block goes into a training option file. Weights load into the synthesizer's :meth:`weights_module`
+(for ``UndertrainedReconstructionSynthesizer``: its reconstruction network, from a ``ReconstructionModel``
+snapshot), never into the synthesizer as a whole, so a snapshot is an ordinary state dict of that network.
+"""
+import os.path as osp
+
+from gtplus_models.checkpoints import CheckpointError, load_into, load_state_dict_file
+
+SYNTH_KEY = 'network_synth'
+
+
+def read_synth_opt(path, key='--synth-opt'):
+    """The ``network_synth`` block of a YAML file (or a file holding the block itself: ``{type: ...}``).
+
+    Args:
+        path (str): the YAML file, read with the safe loader.
+        key (str): the flag or option key that named it, for errors.
+
+    Returns:
+        dict: ``{'type': ..., **kwargs}``.
+    """
+    import yaml
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{key}: {path} does not exist')
+    try:
+        with open(path) as f:
+            opt = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        raise ValueError(f'{key}: {path} is not valid YAML: {err}') from None
+    if isinstance(opt, dict) and 'type' not in opt and isinstance(opt.get(SYNTH_KEY), dict):
+        opt = opt[SYNTH_KEY]
+    if not isinstance(opt, dict) or 'type' not in opt:
+        raise ValueError(f'{key}: {path} must hold a {SYNTH_KEY} mapping with a type')
+    return dict(opt)
+
+
+def load_synthesizer(synth_opt, weights_path=None, device='cpu', opt_key=SYNTH_KEY, weights_key='--synth-weights'):
+    """Build a registered synthesizer, load its weights, freeze it and put it in eval mode on ``device``.
+
+    Args:
+        synth_opt (dict): ``{'type': <registered Synthesizer>, **kwargs}`` (a ``network_synth`` block).
+        weights_path (str | None): local weights of its :meth:`weights_module`; required when that has weights,
+            refused when there is none.
+        device (str | torch.device): where it runs.
+        opt_key, weights_key (str): the keys or flags that named the block and the file, for errors.
+
+    Returns:
+        Synthesizer: HR batch [B,3,H,W] RGB [0,1] -> LQ batch [B,3,H/scale,W/scale] RGB [0,1].
+
+    Raises:
+        CheckpointError: the block does not build a synthesizer, or the weights do not fit.
+        FileNotFoundError: weights required but missing.
+    """
+    from gtplus_arch.synthesizer_arch import build_synthesizer
+    try:
+        synth = build_synthesizer(synth_opt)
+    except (TypeError, KeyError, ValueError) as err:  # an unknown type, keyword or value: name the block
+        text = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise CheckpointError(f'{opt_key} ({synth_opt.get("type") if isinstance(synth_opt, dict) else synth_opt}): '
+                              f'{text}') from None
+    target = synth.weights_module()
+    if target is None:
+        if weights_path:
+            raise CheckpointError(f'{weights_key} ({weights_path}): {type(synth).__name__} has no weights to load')
+    elif not weights_path:
+        raise FileNotFoundError(f'{weights_key} is required: {type(synth).__name__} needs the weights of its '
+                                f'{type(target).__name__} (a ReconstructionModel snapshot or a .pth state dict)')
+    else:
+        load_into(target, load_state_dict_file(weights_path, weights_key), weights_path, weights_key)
+    synth.to(device).eval()
+    for param in synth.parameters():
+        param.requires_grad_(False)
+    return synth
