@@ -47,9 +47,9 @@ import re
 import shutil
 import struct
 
+from gtplus_data.atomic_file import atomic_write
 from gtplus_data.image_source import close_lmdb_readonly
 from gtplus_data.image_util import encode_image
-from gtplus_data.side_file import atomic_write_text
 
 META_INFO = 'meta_info.txt'
 DEFAULT_MAP_SIZE = 1 << 30  # a sparse file on Linux: only used pages take disk space
@@ -251,7 +251,7 @@ class LmdbWriter:
             lines = [f'{bytes(key).decode("ascii")}.{self.encoding} ({h},{w},{c}) {self.compress_level}\n'
                      for key, value in txn.cursor() for h, w, c in [value_shape(value, self.encoding)]]
         self.env.sync(True)
-        atomic_write_text(osp.join(self.out_path, META_INFO), ''.join(sorted(lines)))
+        atomic_write(osp.join(self.out_path, META_INFO), ''.join(sorted(lines)))
         return len(lines)
 
     def close(self):

@@ -1,5 +1,5 @@
 """Tiny image files for the gtplus_data tests (shared by test_image_source, test_lmdb_writer, test_make_lmdb_cli,
-test_datasets)."""
+test_datasets, test_write_failures), and the CLI in process."""
 import os
 
 import cv2
@@ -53,3 +53,10 @@ def lmdb_items(path):
 def read_text(path):
     with open(path) as f:
         return f.read()
+
+
+def gtplus(capsys, *args):
+    """``gtplus ARGS`` in process: (exit code, the CLI's own stderr lines; tqdm's progress bars share stderr)."""
+    from gtplus_models.cli import main
+    code = main([str(a) for a in args])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith('gtplus ')]
