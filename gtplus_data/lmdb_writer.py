@@ -33,6 +33,9 @@ would be read wrongly, and 8 bits keep every database uniform. Gray and RGBA inp
 Guarantees:
     * Resumable: keys already in the database are skipped. Puts are committed in small batches, so a run killed
       (even by SIGKILL) keeps every committed key.
+    * Damaged outputs are refused: resuming into a truncated or corrupt ``data.mdb`` is a one-line ValueError (see
+      :mod:`gtplus_data.lmdb_check`), never a SIGBUS; a failed write (a full disk) is an OSError naming the
+      database, and what was committed before stays resumable.
     * Atomic: ``meta_info.txt`` is written last (temporary file + ``os.replace``). A database without it is
       incomplete; readers refuse it and a rerun completes it.
     * Safe: an existing complete output is refused unless ``overwrite=True``.
@@ -50,6 +53,7 @@ import struct
 from gtplus_data.atomic_file import atomic_write
 from gtplus_data.image_source import close_lmdb_readonly
 from gtplus_data.image_util import encode_image
+from gtplus_data.lmdb_check import DATA_FILE, check_lmdb_file
 
 META_INFO = 'meta_info.txt'
 DEFAULT_MAP_SIZE = 1 << 30  # a sparse file on Linux: only used pages take disk space
@@ -150,29 +154,36 @@ class LmdbWriter:
         encoding (str): 'png' (compact) or 'bmp' (fast to decode, ~3 bytes per pixel); see the module docstring.
 
     Raises:
-        ValueError: for an unknown encoding, or when resuming a partial database written in another encoding.
+        ValueError: for an unknown encoding, or when resuming a partial database written in another encoding, or one
+            whose data.mdb is truncated or damaged.
     """
 
     def __init__(self, out_path, overwrite=False, compress_level=1, map_size=None, commit_every=8, encoding='png'):
         import lmdb
         self.out_path = str(out_path)
         self.encoding = check_encoding(encoding)
+        self.env, self._pending = None, {}
         close_lmdb_readonly(self.out_path)  # py-lmdb allows one environment per path and process
         self.compress_level = int(compress_level) if encoding == 'png' else 0
         self.commit_every = int(commit_every)
         if overwrite and osp.exists(self.out_path):
             shutil.rmtree(self.out_path)
         refuse_complete(self.out_path)
+        if osp.isfile(osp.join(self.out_path, DATA_FILE)):
+            check_lmdb_file(self.out_path)  # a truncated file would SIGBUS the first read below
         os.makedirs(self.out_path, exist_ok=True)
-        self.env = lmdb.open(self.out_path, map_size=map_size or DEFAULT_MAP_SIZE, meminit=False)
         try:
+            self.env = lmdb.open(self.out_path, map_size=map_size or DEFAULT_MAP_SIZE, meminit=False)
             self._check_resumed_encoding()
+            with self.env.begin() as txn:
+                self._done = {bytes(k).decode('ascii') for k in txn.cursor().iternext(values=False)}
+        except lmdb.Error as err:
+            self.close()
+            raise ValueError(f'cannot resume {self.out_path}: {str(err).splitlines()[0]} (a damaged partial '
+                             'database?); pass --overwrite to start again') from None
         except ValueError:
-            self.env.close()
+            self.close()
             raise
-        with self.env.begin() as txn:
-            self._done = {bytes(k).decode('ascii') for k in txn.cursor().iternext(values=False)}
-        self._pending = {}
 
     def _check_resumed_encoding(self):
         """Refuse to resume a partial database whose values are of another encoding (never mix encodings)."""
@@ -227,7 +238,11 @@ class LmdbWriter:
             self.commit()
 
     def commit(self):
-        """Make pending puts durable (one transaction), growing the map when it is full."""
+        """Make pending puts durable (one transaction), growing the map when it is full.
+
+        Raises:
+            OSError: naming the database, if LMDB cannot write (a full disk); earlier commits stay resumable.
+        """
         import lmdb
         while self._pending:
             try:
@@ -237,6 +252,8 @@ class LmdbWriter:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()['map_size'] * 2)
                 continue
+            except lmdb.Error as err:
+                raise OSError(f'cannot write LMDB {self.out_path}: {str(err).splitlines()[0]}') from None
             self._done.update(self._pending)
             self._pending = {}
 
@@ -255,11 +272,17 @@ class LmdbWriter:
         return len(lines)
 
     def close(self):
-        """Commit what is pending and close the environment (the database stays incomplete until finalize)."""
+        """Commit what is pending and close the environment (the database stays incomplete until finalize).
+
+        The environment is closed even when the commit fails (a full disk), so the path can be opened again.
+        """
         if self.env is not None:
-            self.commit()
-            self.env.close()
-            self.env = None
+            try:
+                self.commit()
+            finally:
+                self.env.close()
+                self.env = None
+
 
 
 def _put_all(writer, items, total, desc):

@@ -26,17 +26,20 @@ def validate_images(source, keys, desc='validate'):
 
     Raises:
         ImageReadError: listing every unreadable image (or unusable key) by path, one per line.
+        ValueError: at once, for a damaged input LMDB (every key would fail alike).
     """
     from tqdm import tqdm
     shapes, errors = {}, []
     for key in tqdm(keys, desc=desc, unit='img', disable=None):
         try:
             check_key(key)
+        except ValueError as error:  # a key that basicsr's meta_info cannot list
+            errors.append(f'{error}: {source.describe(key)}')
+            continue
+        try:
             shapes[key] = source.read(key).shape
         except ImageReadError as error:  # names the path already
             errors.append(str(error))
-        except ValueError as error:  # a key that basicsr's meta_info cannot list
-            errors.append(f'{error}: {source.describe(key)}')
     if errors:
         raise ImageReadError(f'{len(errors)} bad image(s) in {source.path}, nothing written:\n  ' +
                              '\n  '.join(errors))

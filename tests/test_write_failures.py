@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from data_helpers import gtplus, write_rgb
+from data_helpers import gtplus, lmdb_items, make_folder, partial_keys, write_rgb
 
 from gtplus_data import atomic_file
 
@@ -76,3 +76,51 @@ def test_score_on_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_pa
     assert files_under(out) == ([] if failing == 'quality_scores.json' else ['quality_scores.json'])
     assert files_under(data) == ['a.png']
 
+
+def test_make_lmdb_on_a_full_disk_is_one_line_and_the_output_stays_resumable(tmp_path, monkeypatch, capsys):
+    import lmdb
+    folder, _ = make_folder(tmp_path / 'in', num=20)
+    out = str(tmp_path / 'out.lmdb')
+    real_open, commits = lmdb.open, [0]
+
+    class FullTransaction:
+        """A write transaction that fails like LMDB on a full disk, from the third commit on."""
+
+        def __init__(self, txn):
+            self.txn = txn
+
+        def put(self, *args, **kwargs):
+            if commits[0] >= 2:
+                raise lmdb.Error('mdb_txn_commit: No space left on device')
+            return self.txn.put(*args, **kwargs)
+
+        def __enter__(self):
+            self.txn.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            commits[0] += exc[0] is None
+            return self.txn.__exit__(*exc)
+
+    class FullEnvironment:
+        def __init__(self, env):
+            self.env = env
+
+        def begin(self, write=False, **kwargs):
+            txn = self.env.begin(write=write, **kwargs)
+            return FullTransaction(txn) if write else txn
+
+        def __getattr__(self, name):
+            return getattr(self.env, name)
+
+    monkeypatch.setattr(lmdb, 'open', lambda path, **kw: (real_open(path, **kw) if kw.get('readonly') else
+                                                          FullEnvironment(real_open(path, **kw))))
+    code, errors = gtplus(capsys, 'make-lmdb', folder, out)
+    assert code == 2 and errors == [f'gtplus make-lmdb: error: cannot write LMDB {out}: mdb_txn_commit: No space '
+                                    'left on device']
+    assert files_under(out) == ['data.mdb', 'lock.mdb']  # no meta_info.txt: incomplete, and known to be
+    assert 8 <= len(partial_keys(out)) < 20
+    monkeypatch.undo()
+    assert gtplus(capsys, 'make-lmdb', folder, out)[0] == 0  # the rerun resumes
+    assert gtplus(capsys, 'make-lmdb', folder, tmp_path / 'clean.lmdb')[0] == 0
+    assert lmdb_items(out) == lmdb_items(tmp_path / 'clean.lmdb')
