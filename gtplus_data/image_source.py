@@ -5,6 +5,7 @@ Every gtplus tool that consumes images (make-lmdb, scoring, GT variants, enhance
 16-bit, corrupt) are handled the same way everywhere (see that module).
 """
 import os
+import zlib
 from contextlib import contextmanager
 
 from gtplus_data.image_util import bmp_pixel_view, decode_image
@@ -136,6 +137,21 @@ class ImageSource:
             return self._files[key]
         return f'{self.path} (key {key!r})'
 
+    def fingerprint(self, key):
+        """What the image of ``key`` is, cheaply: a name for messages and a stamp that changes when the image does.
+
+        A folder's stamp is the file's size and modification time (in ns), as make and rsync compare files; an
+        LMDB's is the value's length and CRC-32 (an LMDB value has no time of its own).
+
+        Returns:
+            tuple[str, str]: (:meth:`describe` of ``key``, stamp).
+        """
+        if self.kind == 'folder':
+            stat = os.stat(self._files[key])
+            return self._files[key], f'{stat.st_size} bytes, modified {stat.st_mtime_ns} ns'
+        data = self.read_bytes(key)
+        return self.describe(key), f'{len(data)} bytes, crc32 {zlib.crc32(data):08x}'
+
     def read_bytes(self, key):
         """The encoded image bytes stored under ``key``.
 
@@ -220,6 +236,11 @@ def describe_key_mismatch(keys_a, keys_b, name_a, name_b, limit=10):
     parts = []
     for name, extra in ((name_a, sorted(set(keys_a) - set(keys_b))), (name_b, sorted(set(keys_b) - set(keys_a)))):
         if extra:
-            more = f' (+{len(extra) - limit} more)' if len(extra) > limit else ''
-            parts.append(f'{len(extra)} key(s) only in {name}: {", ".join(extra[:limit])}{more}')
+            parts.append(f'{len(extra)} key(s) only in {name}: {name_list(extra, limit)}')
     return '; '.join(parts)
+
+
+def name_list(names, limit=10):
+    """``'a, b, c (+7 more)'``: the first ``limit`` names, then how many are left out."""
+    more = f' (+{len(names) - limit} more)' if len(names) > limit else ''
+    return ', '.join(names[:limit]) + more

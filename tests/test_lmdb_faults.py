@@ -1,4 +1,5 @@
-"""LMDB faults: truncated and damaged databases are one-line errors (never SIGBUS).
+"""LMDB faults and resumes: truncated and damaged databases are one-line errors (never SIGBUS), and a partial LMDB
+is resumed only as it was started and only from unchanged inputs.
 
 The CLI cases of truncated databases run as subprocesses in tests/test_bad_inputs.py (rows under "LMDB faults and
 resume"); here everything runs in process.
@@ -10,11 +11,13 @@ import subprocess
 import sys
 
 import pytest
-from data_helpers import LMDB_PAGE, corrupt_lmdb_root, noise_lmdb, truncate_lmdb
+from data_helpers import (LMDB_PAGE, corrupt_lmdb_root, gtplus, lmdb_items, make_folder, noise_lmdb, partial_keys,
+                          random_rgb, read_text, truncate_lmdb, write_rgb)
 
 from gtplus_data.image_source import ImageSource
 from gtplus_data.lmdb_check import check_lmdb_file
 from gtplus_data.lmdb_writer import LmdbWriter
+from gtplus_models.cli import main
 
 PAGE = LMDB_PAGE
 TRUNCATIONS = {'empty': 0, 'inside the first meta page': 100, 'one page': PAGE, 'half a page past the metas':
@@ -105,3 +108,73 @@ def test_other_files_and_damaged_pages_are_one_line_value_errors(complete_lmdb, 
     with pytest.raises(ValueError, match='MDB_CORRUPTED'):
         with source.pixel_view('k1'):
             pass
+
+
+# make-lmdb resumed after its inputs changed, or with other settings
+
+def interrupt_after(monkeypatch, puts):
+    """Make LmdbWriter raise KeyboardInterrupt (a kill) after ``puts`` puts; returns the undo function."""
+    original, count = LmdbWriter.put_bytes, [0]
+
+    def put_bytes(self, key, data, shape=None):
+        if count[0] == puts:
+            raise KeyboardInterrupt
+        count[0] += 1
+        original(self, key, data, shape)
+
+    monkeypatch.setattr(LmdbWriter, 'put_bytes', put_bytes)
+    return monkeypatch.undo
+
+
+def killed_make_lmdb(monkeypatch, folder, out, *args, puts=3):
+    undo = interrupt_after(monkeypatch, puts)
+    with pytest.raises(KeyboardInterrupt):
+        main(['make-lmdb', str(folder), str(out), *map(str, args)])
+    undo()
+    assert not os.path.exists(os.path.join(out, 'meta_info.txt'))
+    assert len(partial_keys(out)) == puts  # committed on the way out (close commits what is pending)
+
+
+def test_resume_after_an_input_was_deleted_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    folder, _ = make_folder(tmp_path / 'in', num=6)
+    out = str(tmp_path / 'out.lmdb')
+    killed_make_lmdb(monkeypatch, folder, out)
+    os.remove(os.path.join(folder, '001.png'))  # already in the partial output
+    code, errors = gtplus(capsys, 'make-lmdb', folder, out)
+    assert code == 2 and len(errors) == 1, errors
+    assert f'cannot resume {out}: its inputs changed since it was started (deleted: ' \
+           f'{os.path.join(folder, "001.png")}); rerun with --overwrite' in errors[0]
+    assert not os.path.exists(os.path.join(out, 'meta_info.txt'))  # the refusal wrote nothing
+    assert gtplus(capsys, 'make-lmdb', folder, out, '--overwrite')[0] == 0
+    assert ImageSource(out).keys == ['000', '002', '003', '004', '005']
+
+
+def test_resume_after_an_input_was_edited_is_refused_but_later_edits_are_fine(tmp_path, monkeypatch, capsys):
+    folder, _ = make_folder(tmp_path / 'in', num=6)
+    out = str(tmp_path / 'out.lmdb')
+    killed_make_lmdb(monkeypatch, folder, out)
+    later = write_rgb(os.path.join(folder, '004.png'), random_rgb(40))  # not written yet: nothing to refuse
+    os.utime(later, ns=(os.stat(later).st_atime_ns, os.stat(later).st_mtime_ns + 10 ** 9))
+    assert gtplus(capsys, 'make-lmdb', folder, out)[0] == 0
+    assert gtplus(capsys, 'make-lmdb', folder, tmp_path / 'clean.lmdb')[0] == 0
+    assert lmdb_items(out) == lmdb_items(tmp_path / 'clean.lmdb')
+
+    out = str(tmp_path / 'again.lmdb')
+    killed_make_lmdb(monkeypatch, folder, out)
+    edited = write_rgb(os.path.join(folder, '002.png'), random_rgb(41))  # in the partial output already
+    os.utime(edited, ns=(os.stat(edited).st_atime_ns, os.stat(edited).st_mtime_ns + 10 ** 9))
+    code, errors = gtplus(capsys, 'make-lmdb', folder, out)
+    assert code == 2 and f'(changed: {edited}); rerun with --overwrite' in errors[0], errors
+
+
+def test_resume_with_another_compress_level_is_refused(tmp_path, monkeypatch, capsys):
+    folder, _ = make_folder(tmp_path / 'in', num=6)
+    out = str(tmp_path / 'out.lmdb')
+    killed_make_lmdb(monkeypatch, folder, out, '--compress-level', 1)
+    code, errors = gtplus(capsys, 'make-lmdb', folder, out, '--compress-level', 6)
+    assert code == 2 and f'cannot resume {out} with --compress-level 6: its partial data was written at level 1 ' \
+        'and a database never mixes compress levels (resume with --compress-level 1, or pass --overwrite' in errors[0]
+    assert gtplus(capsys, 'make-lmdb', folder, out, '--compress-level', 1)[0] == 0  # as started: fine
+    assert gtplus(capsys, 'make-lmdb', folder, tmp_path / 'clean.lmdb')[0] == 0
+    assert lmdb_items(out) == lmdb_items(tmp_path / 'clean.lmdb')  # the record is dropped once complete
+    assert read_text(os.path.join(out, 'meta_info.txt')) == read_text(tmp_path / 'clean.lmdb' / 'meta_info.txt')
