@@ -1,9 +1,10 @@
-"""LMDB faults and resumes: truncated and damaged databases are one-line errors (never SIGBUS), and a partial LMDB
-is resumed only as it was started and only from unchanged inputs.
+"""LMDB faults and resumes: truncated and damaged databases are one-line errors (never SIGBUS), a partial LMDB is
+resumed only as it was started and only from unchanged inputs, and super-resolve-gt resumes per variant.
 
 The CLI cases of truncated databases run as subprocesses in tests/test_bad_inputs.py (rows under "LMDB faults and
 resume"); here everything runs in process.
 """
+import logging
 import os
 import shutil
 import struct
@@ -11,10 +12,11 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from data_helpers import (LMDB_PAGE, corrupt_lmdb_root, gtplus, lmdb_items, make_folder, noise_lmdb, partial_keys,
                           random_rgb, read_text, truncate_lmdb, write_rgb)
 
-from gtplus_data.image_source import ImageSource
+from gtplus_data.image_source import ImageSource, close_lmdb_readonly
 from gtplus_data.lmdb_check import check_lmdb_file
 from gtplus_data.lmdb_writer import LmdbWriter
 from gtplus_models.cli import main
@@ -178,3 +180,52 @@ def test_resume_with_another_compress_level_is_refused(tmp_path, monkeypatch, ca
     assert gtplus(capsys, 'make-lmdb', folder, tmp_path / 'clean.lmdb')[0] == 0
     assert lmdb_items(out) == lmdb_items(tmp_path / 'clean.lmdb')  # the record is dropped once complete
     assert read_text(os.path.join(out, 'meta_info.txt')) == read_text(tmp_path / 'clean.lmdb' / 'meta_info.txt')
+
+
+# super-resolve-gt: a rerun skips the complete variants and resumes the one that was killed
+
+def super_resolve(tmp_path, gt, out, *args):
+    enhancer = tmp_path / 'enhancer.yml'
+    enhancer.write_text(yaml.safe_dump({'type': 'GTPlusDetailEnhancer', 'mode': 'usm'}))
+    return main(['super-resolve-gt', str(gt), str(out), '--enhancer-opt', str(enhancer), '--scales', '2,3',
+                 '--preview', '2', *args])
+
+
+def test_super_resolve_gt_killed_during_its_second_scale_resumes_there(tmp_path, monkeypatch, caplog):
+    gt, _ = make_folder(tmp_path / 'gt', num=4, height=12, width=12)
+    assert super_resolve(tmp_path, gt, tmp_path / 'clean') == 0
+    undo = interrupt_after(monkeypatch, 4 + 2)  # all of x2, then two images of x3
+    with pytest.raises(KeyboardInterrupt):
+        super_resolve(tmp_path, gt, tmp_path / 'killed')
+    undo()
+    assert os.path.isfile(tmp_path / 'killed' / 'sr_x2.lmdb' / 'meta_info.txt')
+    assert not os.path.exists(tmp_path / 'killed' / 'sr_x3.lmdb' / 'meta_info.txt')
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(caplog.handler)
+    try:
+        assert super_resolve(tmp_path, gt, tmp_path / 'killed') == 0
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert f"sr_x2: already complete, skipped: {tmp_path / 'killed' / 'sr_x2.lmdb'}" in caplog.text
+    for name in ('sr_x2.lmdb', 'sr_x3.lmdb'):
+        for run in ('killed', 'clean'):  # the preview's readers keep them open
+            close_lmdb_readonly(str(tmp_path / run / name))
+        assert lmdb_items(tmp_path / 'killed' / name) == lmdb_items(tmp_path / 'clean' / name)
+        assert read_text(tmp_path / 'killed' / name / 'meta_info.txt') == \
+            read_text(tmp_path / 'clean' / name / 'meta_info.txt')
+    with open(tmp_path / 'killed' / 'preview.png', 'rb') as a, open(tmp_path / 'clean' / 'preview.png', 'rb') as b:
+        assert a.read() == b.read()
+
+
+def test_super_resolve_gt_refuses_a_complete_rerun_and_a_variant_of_another_gt(tmp_path, capsys):
+    gt, _ = make_folder(tmp_path / 'gt', num=3, height=12, width=12)
+    out = tmp_path / 'out'
+    assert super_resolve(tmp_path, gt, out) == 0
+    capsys.readouterr()
+    assert super_resolve(tmp_path, gt, out) == 2
+    assert f"already exists and is complete: {out / 'sr_x2.lmdb'}, {out / 'sr_x3.lmdb'} (pass --overwrite" in \
+        capsys.readouterr().err
+    shutil.rmtree(out / 'sr_x3.lmdb')
+    os.remove(os.path.join(gt, '000.png'))  # sr_x2 was made from a GT with one more image
+    assert super_resolve(tmp_path, gt, out) == 2
+    assert f"{out / 'sr_x2.lmdb'} is complete but was not made from this GT" in capsys.readouterr().err
