@@ -1,10 +1,11 @@
 """Checks of an existing LMDB before anything maps it, and the one wording of LMDB read errors.
 
 A truncated ``data.mdb`` (an interrupted copy) kills its reader with SIGBUS, which no Python handler can catch: LMDB
-maps the file and touches pages past its end. :func:`check_lmdb_file` finds this from the two meta pages alone,
-read with plain file reads, so it is safe on a file cut anywhere (to 0 bytes, inside the first page, between the
-meta pages, or one page short). ``lmdb.open(readonly=True)`` + ``env.info()`` is not: it succeeds on a file cut
-after the second meta page's header, and the first data read then dies.
+maps the file and touches pages past its end. :func:`check_lmdb_file` finds this from the two meta pages (and,
+when the file ends before the meta's last page, from the pages the trees reference), all read with plain file
+reads, so it is safe on a file cut anywhere (to 0 bytes, inside the first page, between the meta pages, or one page
+short). ``lmdb.open(readonly=True)`` + ``env.info()`` is not: it succeeds on a file cut after the second meta
+page's header, and the first data read then dies.
 
 LMDB's layout (liblmdb 0.9, as bundled by py-lmdb; 64-bit little-endian builds): the file is a sequence of pages of
 ``psize`` bytes; pages 0 and 1 are the meta pages, each a 16-byte page header (flags, u16 at byte 10, with P_META)
