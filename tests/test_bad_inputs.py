@@ -106,6 +106,28 @@ def lmdb_pair_missing_one(tmp_path, world):
     return {'opt': write_yaml(tmp_path / 'bad.yml', opt)}
 
 
+def add_ghost_key(lmdb_path):
+    """List a key in meta_info.txt that the data does not hold."""
+    with open(os.path.join(lmdb_path, 'meta_info.txt'), 'a') as f:
+        f.write('ghost.png (32,32,3) 1\n')
+
+
+def train_lmdb_pair(change):
+    """A setup: the pair as LMDBs under {out}/.. ({gt_lmdb} changed by ``change(path)``) and a train file reading
+    them."""
+    def setup(tmp_path, world):
+        from gtplus_data.make_lmdb import paired_folders_to_lmdb
+        prefix = str(tmp_path / 'out' / '..' / 'pair')
+        paired_folders_to_lmdb(world['lq'], world['gt'], prefix, scale=4)
+        gt, lq = prefix + '_gt.lmdb', prefix + '_lq.lmdb'
+        change(gt)
+        opt = sr_train_options(gt, lq, dict(TINY_MSRRESNET), total_iter=2)
+        for phase in ('train', 'val'):
+            opt['datasets'][phase]['io_backend'] = {'type': 'lmdb'}
+        return {'opt': write_yaml(tmp_path / 'bad.yml', opt)}
+    return setup
+
+
 def with_roots(roots_setup, mutate=lambda opt, world: None):
     """A train_yaml setup on the roots ``roots_setup(tmp_path, world)`` returns."""
     def setup(tmp_path, world):
@@ -259,6 +281,10 @@ BAD_INPUTS = [
         train_yaml(meta_info_listing(['0000.png', 'nope.png']))),
     Row('train-lmdb-backend-on-folders', TRAIN, ['building datasets.train (PairedImageDataset', 'lmdb'],
         train_yaml(set_in('datasets.train.io_backend', {'type': 'lmdb'}))),
+    Row('train-truncated-lmdb', TRAIN, ['pair_gt.lmdb/data.mdb is truncated'],
+        train_lmdb_pair(lambda gt: truncate_lmdb(gt, lambda full: full // 2)), subprocess=True),
+    Row('train-meta-info-key-not-in-lmdb', TRAIN, ['datasets.train.dataroot_gt', 'the data does not hold: ghost'],
+        train_lmdb_pair(add_ghost_key)),
     # test
     Row('test-missing-dataroot', ['test', '-opt', '{opt}'], ['datasets.test_1.dataroot_lq', '{out}/nope'],
         yaml_for_test(lambda opt, w: opt['datasets']['test_1'].update(dataroot_lq=w['out'] + '/nope'))),
