@@ -182,3 +182,109 @@ def test_bicubic_down_is_matlab_imresize():
     img = np.random.RandomState(0).rand(16, 20, 3).astype(np.float32)
     expected = (np.clip(imresize(img, 1 / 4), 0, 1) * 255).round() / 255
     np.testing.assert_allclose(bicubic_down(img, 4), expected, atol=1 / 255 + 1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------ #
+# degradation-report
+# ------------------------------------------------------------------------------------------------------------ #
+
+# Sharma, Wu & Dalal (2005), "The CIEDE2000 color-difference formula: implementation notes, supplementary test data
+# and mathematical observations", Table 1: pairs 1, 2, 3, 7, 17 and 25 (Lab, Lab, ΔE00).
+SHARMA_PAIRS = [((50, 2.6772, -79.7751), (50, 0, -82.7485), 2.0425),
+                ((50, 3.1571, -77.2803), (50, 0, -82.7485), 2.8615),
+                ((50, 2.8361, -74.0200), (50, 0, -82.7485), 3.4412),
+                ((50, 0, 0), (50, -1, 2), 2.3669),
+                ((50, 2.5, 0), (73, 25, -18), 27.1492),
+                ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644)]
+
+
+def test_ciede2000_on_sharma_2005_test_pairs():
+    """The Lab-level ΔE the report uses (skimage's) against the formula's published test data."""
+    from skimage.color import deltaE_ciede2000
+    lab1, lab2, expected = (np.array(column, np.float64) for column in zip(*SHARMA_PAIRS))
+    np.testing.assert_allclose(deltaE_ciede2000(lab1, lab2), expected, atol=1e-4)
+
+
+def grey_lightness(v):
+    """CIE L* of the sRGB grey (v, v, v), v in [0,1], written out from the sRGB and CIELAB definitions."""
+    linear = v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055)**2.4  # = Y, as R = G = B
+    f = linear**(1 / 3) if linear > (6 / 29)**3 else linear / (3 * (6 / 29)**2) + 4 / 29
+    return 116 * f - 16
+
+
+def test_image_delta_e_of_flat_images():
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    from gtplus_models.tools.degradation_report import delta_e_map, image_delta_e
+    # Neutral greys: a* = b* = 0, so CIEDE2000 is |ΔL*| / S_L with S_L = 1 + 0.015 (L̄-50)² / sqrt(20 + (L̄-50)²).
+    l1, l2 = grey_lightness(0.5), grey_lightness(0.6)
+    mean = (l1 + l2) / 2
+    expected = abs(l2 - l1) / (1 + 0.015 * (mean - 50)**2 / np.sqrt(20 + (mean - 50)**2))
+    grey1, grey2 = np.full((4, 5, 3), 0.5), np.full((4, 5, 3), 0.6)
+    assert image_delta_e(grey1, grey2) == pytest.approx(expected, abs=1e-3)
+    # Flat colours: the image path (RGB in, mean over pixels) equals skimage on the two colours.
+    red, orange = np.array([0.8, 0.1, 0.1]), np.array([0.9, 0.4, 0.1])
+    direct = float(deltaE_ciede2000(rgb2lab(red[None, None]), rgb2lab(orange[None, None]))[0, 0])
+    flat_red, flat_orange = np.broadcast_to(red, (6, 6, 3)).copy(), np.broadcast_to(orange, (6, 6, 3)).copy()
+    np.testing.assert_allclose(delta_e_map(flat_red, flat_orange), direct, rtol=1e-9)
+    half = flat_red.copy()
+    half[:3] = orange  # half the pixels equal: the image's ΔE is the mean, half the colours' ΔE
+    assert image_delta_e(flat_red, half) == pytest.approx(direct / 2)
+    assert image_delta_e(flat_red, flat_red) == 0
+
+
+def test_noise_estimate_and_scale_inference():
+    from gtplus_models.tools.degradation_report import infer_scale, noise_sigma
+    noise = np.random.RandomState(0).randn(128, 128) * 0.05
+    assert noise_sigma(0.5 + noise) == pytest.approx(0.05, rel=0.05)
+    assert infer_scale((64, 48, 3), (16, 12, 3), 'x') == 4
+    with pytest.raises(ValueError, match="k: GT 64x48 is not an integer multiple of LQ 16x13"):
+        infer_scale((64, 48, 3), (16, 13, 3), 'k')
+
+
+def degraded_sets(root):
+    """Three pair sets of the same 16 photo crops (64² GT, x2): bicubic (no degradation), one fixed blur + noise +
+    JPEG for every image, and blur, noise and JPEG quality drawn per image."""
+    from gtplus_data.degradations import gaussian_blur, gaussian_noise, jpeg, resize
+    from gtplus_data.lmdb_writer import write_images
+    from gtplus_data.sample_photos import load_sample_photo, sample_photo_names
+    crops = []
+    for name in sample_photo_names():
+        img = load_sample_photo(name).astype(np.float32) / 255.
+        crops += [img[img.shape[0] // 3 * i + 10:][:64, img.shape[1] // 3:][:, :64] for i in (0, 1)]
+
+    def degrade(img, blur, noise, quality, seed):
+        low = gaussian_noise(resize(gaussian_blur(img, blur), 32, 32), noise, np.random.RandomState(seed))
+        return jpeg(low, quality)
+
+    rng = np.random.RandomState(0)
+    sets = {'bicubic': [bicubic_down(c, 2) for c in crops],
+            'fixed': [degrade(c, 1.0, 6, 50, i) for i, c in enumerate(crops)],
+            'random': [degrade(c, rng.uniform(0, 2.5), rng.uniform(0, 20), rng.uniform(20, 95), i)
+                       for i, c in enumerate(crops)]}
+    for name, lqs in sets.items():
+        write_images(str(root / f'{name}_lq.lmdb'), [(f'k{i:02d}', lq) for i, lq in enumerate(lqs)])
+        write_images(str(root / f'{name}_gt.lmdb'), [(f'k{i:02d}', c) for i, c in enumerate(crops)])
+    return [str(root / name) for name in sets]
+
+
+def test_report_ranks_one_fixed_degradation_below_random_ones(tmp_path):
+    from gtplus_models.cli import main
+    prefixes = degraded_sets(tmp_path)
+    assert main(['degradation-report', *prefixes, '--out', str(tmp_path / 'report'), '--samples', '2']) == 0
+    assert sorted(os.listdir(tmp_path / 'report')) == ['delta_e_hist.png', 'report.json', 'report.md',
+                                                        'samples.png']
+    with open(tmp_path / 'report' / 'report.json') as f:
+        report = json.load(f)
+    sets = {s['name']: s for s in report['sets']}
+    assert [s['name'] for s in report['sets']] == ['bicubic', 'fixed', 'random']  # the order given
+    diversity = {name: s['diversity']['normalised_entropy'] for name, s in sets.items()}
+    assert diversity['bicubic'] == 0  # every image the same (no) degradation: one cluster
+    assert diversity['fixed'] + 0.15 < diversity['random'] <= 1
+    assert sets['bicubic']['delta_e']['mean'] == 0 < sets['fixed']['delta_e']['mean']
+    assert sets['random']['scale'] == 2 and sets['random']['pairs'] == 16
+    assert len(sets['fixed']['delta_e']['per_image']) == 16
+    assert sum(sets['random']['diversity']['cluster_counts']) == 16
+    with open(tmp_path / 'report' / 'report.md') as f:
+        markdown = f.read()
+    assert '| | bicubic | fixed | random |' in markdown and '| scale | x2 | x2 | x2 |' in markdown
