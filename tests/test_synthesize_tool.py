@@ -12,8 +12,7 @@ import yaml
 from gtplus_data.degradations import key_seed
 from gtplus_data.image_source import ImageSource
 from gtplus_data.lmdb_writer import LmdbWriter
-from gtplus_models.tools.synthesize import (SIDE_FILE_NAME, bicubic_down, snapshot_epoch, synthesize,
-                                            weights_record)
+from gtplus_models.tools.synthesize import SIDE_FILE_NAME, bicubic_down, snapshot_epoch, synthesize, weights_record
 
 SYNTH = {'type': 'RealESRGANSynthesizer', 'scale': 2, 'preset': 'stablesr'}
 HR_SIZES = [(50, 38), (44, 44), (41, 53), (40, 46)]  # (h, w): odd sides are cropped to the scale
@@ -94,7 +93,7 @@ def interrupt_after(monkeypatch, count):
 
 
 def test_plain_sharded_and_resumed_runs_write_the_same_bytes(hr_dir, tmp_path, monkeypatch):
-    args = dict(synth_opt=dict(SYNTH), seed=7, variants=2)
+    args = {'synth_opt': dict(SYNTH), 'seed': 7, 'variants': 2}
     synthesize(hr_dir, str(tmp_path / 'plain'), **args)
     plain = pair_bytes(tmp_path / 'plain')
     assert len(plain[0][1]) == 2 * len(HR_SIZES)
@@ -171,8 +170,9 @@ def test_cli_writes_pairs_that_basicsr_reads(hr_dir, tmp_path):
     (tmp_path / 'synth.yml').write_text(yaml.safe_dump({'network_synth': dict(SYNTH)}))
     assert main(['synthesize', hr_dir, str(tmp_path / 'p'), '--synth-opt', str(tmp_path / 'synth.yml'),
                  '--seed', '0', '--preview', '0']) == 0
-    dataset = PairedImageDataset({'dataroot_gt': str(tmp_path / 'p_gt.lmdb'), 'dataroot_lq': str(tmp_path / 'p_lq.lmdb'),
-                                  'io_backend': {'type': 'lmdb'}, 'phase': 'val', 'scale': 2, 'filename_tmpl': '{}'})
+    dataset = PairedImageDataset({'dataroot_gt': str(tmp_path / 'p_gt.lmdb'),
+                                  'dataroot_lq': str(tmp_path / 'p_lq.lmdb'), 'io_backend': {'type': 'lmdb'},
+                                  'phase': 'val', 'scale': 2, 'filename_tmpl': '{}'})
     item = dataset[0]
     assert item['gt'].shape[-2:] == (item['lq'].shape[-2] * 2, item['lq'].shape[-1] * 2)
 

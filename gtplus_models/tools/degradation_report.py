@@ -303,13 +303,13 @@ def report_markdown(report):
              '| --- |' + ' --- |' * len(sets)]
     lines += [f'| {title} | ' + ' | '.join(cell(s) for s in sets) + ' |' for title, cell in MD_ROWS]
     k = report['diversity_method']['clusters']
-    lines += ['', 'HR↓ is the GT downscaled by MATLAB-style bicubic at the pair\'s scale. ΔE00: CIEDE2000 between HR↓ '
-              'and LQ in CIELAB (sRGB, D65), per image the mean over pixels; larger means the LQ colours drift from '
-              'the HR (the paper found this hurts SR). Diversity: the entropy of each set\'s histogram over '
-              f'k = {k} k-means clusters of per-image residual statistics (LQ - HR↓), fitted to all sets of this '
-              'report together, so it ranks these sets only; 0 = one kind of degradation, 1 = spread evenly '
-              '(see gtplus_models/tools/degradation_report.py).', '',
-              '![samples](samples.png)', '', '![per-image ΔE00](delta_e_hist.png)', '']
+    how_to_read = ("HR↓ is the GT downscaled by MATLAB-style bicubic at the pair's scale. ΔE00: CIEDE2000 between "
+                   'HR↓ and LQ in CIELAB (sRGB, D65), per image the mean over pixels; larger means the LQ colours '
+                   'drift from the HR (the paper found this hurts SR). Diversity: the entropy of each set\'s histogram '
+                   f'over k = {k} k-means clusters of per-image residual statistics (LQ - HR↓), fitted to all sets of '
+                   'this report together, so it ranks these sets only; 0 = one kind of degradation, 1 = spread evenly '
+                   '(see gtplus_models/tools/degradation_report.py).')
+    lines += ['', how_to_read, '', '![samples](samples.png)', '', '![per-image ΔE00](delta_e_hist.png)', '']
     return '\n'.join(lines)
 
 
