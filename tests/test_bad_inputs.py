@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from conftest import TINY_MSRRESNET, make_paired_pngs, run_cli, sr_train_options, write_yaml
+from conftest import (
+    TINY_MSRRESNET,
+    make_paired_pngs,
+    run_cli,
+    sr_train_options,
+    write_yaml,
+)
 from data_helpers import LMDB_PAGE, corrupt_lmdb_root, noise_lmdb, truncate_lmdb
 
 TINY_ORNET = {'type': 'ORNet', 'width': 4, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]}
@@ -224,6 +229,27 @@ def code_running_pickle(tmp_path, world):
     path = str(tmp_path / 'evil.pth')
     torch.save({'w': RunsCode(tmp_path / 'ran')}, path)
     return {'evil': path}
+
+
+def synth_yaml(content):
+    """A setup writing ``content`` as ``{synth}``, a synthesizer YAML."""
+    def setup(tmp_path, world):
+        return {'synth': write_yaml(tmp_path / 'synth.yml', content)}
+    return setup
+
+
+def pair_lmdbs(lq_keys, gt_keys, gt_size=32):
+    """A setup writing ``{pairs}_lq.lmdb`` (8x8 images) and ``{pairs}_gt.lmdb`` (gt_size² images)."""
+    def setup(tmp_path, world):
+        from gtplus_data.lmdb_writer import write_images
+        for side, keys, size in (('lq', lq_keys, 8), ('gt', gt_keys, gt_size)):
+            write_images(str(tmp_path / f'set_{side}.lmdb'), [(k, np.full((size, size, 3), 0.5)) for k in keys])
+        return {'pairs': str(tmp_path / 'set')}
+    return setup
+
+
+BICUBIC_SYNTH = synth_yaml({'network_synth': {'type': 'BicubicSynthesizer', 'scale': 2}})
+SYNTHESIZE = ['synthesize', '{images}', '{out}/p', '--synth-opt', '{synth}', '--seed', '0']
 
 
 # Row(id, argv, what stderr must name, setup=None, subprocess=False). Placeholders: the world's paths, {out} (a
@@ -439,6 +465,37 @@ BAD_INPUTS = [
     Row('super-resolve-gt-complete-variant-of-another-gt',
         ['super-resolve-gt', '{images}', '{sr}', '--detail-sweep', 'usm', 'wiener'],
         ['{sr}/detail_usm.lmdb is complete but was not made from this GT', '--overwrite'], stale_variant),
+    # synthesize and degradation-report
+    Row('synthesize-missing-synth-opt', ['synthesize', '{images}', '{out}/p', '--synth-opt', '{out}/none.yml',
+                                         '--seed', '0'], ['--synth-opt: {out}/none.yml does not exist']),
+    Row('synthesize-synth-opt-without-network-synth', SYNTHESIZE,
+        ['--synth-opt: {synth} must hold a network mapping with a type (or a network_synth entry)'],
+        synth_yaml({'network_g': {'type': 'MSRResNet'}})),
+    Row('synthesize-unknown-synth-type', SYNTHESIZE, ['network_synth (NoSuchSynthesizer)', 'NoSuchSynthesizer'],
+        synth_yaml({'network_synth': {'type': 'NoSuchSynthesizer'}})),
+    Row('synthesize-network-is-not-a-synthesizer', SYNTHESIZE, ["'MSRResNet' is registered", 'not a Synthesizer'],
+        synth_yaml({'network_synth': {'type': 'MSRResNet'}})),
+    Row('synthesize-weights-without-a-network', SYNTHESIZE + ['--synth-weights', '{msrresnet_pth}'],
+        ['--synth-weights ({msrresnet_pth}): BicubicSynthesizer has no weights'], BICUBIC_SYNTH),
+    Row('synthesize-empty-hr', ['synthesize', '{empty}'] + SYNTHESIZE[2:], ['{empty}', 'holds no images'],
+        BICUBIC_SYNTH),
+    Row('synthesize-missing-hr', ['synthesize', '{out}/nope'] + SYNTHESIZE[2:], ['{out}/nope'], BICUBIC_SYNTH),
+    Row('synthesize-variants-zero', SYNTHESIZE + ['--variants', '0'], ['--variants must be an integer >= 1, got 0'],
+        BICUBIC_SYNTH),
+    Row('synthesize-negative-seed', SYNTHESIZE[:-1] + ['-1'], ['--seed must be an integer >= 0, got -1'],
+        BICUBIC_SYNTH),
+    Row('synthesize-no-cuda', SYNTHESIZE + ['--device', 'cuda'], ['--device cuda: this machine has'], BICUBIC_SYNTH),
+    Row('degradation-report-missing-prefix', ['degradation-report', '{out}/nope', '--out', '{out}/r'],
+        ['PAIRS_PREFIX {out}/nope', '{out}/nope_lq.lmdb']),
+    Row('degradation-report-keys-differ', ['degradation-report', '{pairs}', '--out', '{out}/r'],
+        ['PAIRS_PREFIX {pairs}: LQ and GT keys differ', 'b', 'c'], pair_lmdbs(['a', 'b'], ['a', 'c'])),
+    Row('degradation-report-not-a-multiple', ['degradation-report', '{pairs}', '--out', '{out}/r'],
+        ["PAIRS_PREFIX {pairs}, key 'a': GT 20x20 is not an integer multiple of LQ 8x8"],
+        pair_lmdbs(['a'], ['a'], gt_size=20)),
+    Row('degradation-report-out-is-a-file', ['degradation-report', '{pairs}', '--out', '{a_file}'],
+        ['--out {a_file} is an existing file, not a folder'], pair_lmdbs(['a'], ['a'])),
+    Row('degradation-report-clusters-one', ['degradation-report', '{pairs}', '--out', '{out}/r', '--clusters', '1'],
+        ['--clusters must be an integer >= 2, got 1'], pair_lmdbs(['a'], ['a'])),
 ]
 
 

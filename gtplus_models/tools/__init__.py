@@ -10,9 +10,13 @@ One module per job; a tool never parses command lines (that is ``gtplus_models/c
 - ``tiling.py``: tiled inference shared by the tools above, and the one rule for the input sizes a network accepts
   (windowed restorers such as SwinIR are padded to their window and cropped back);
 - ``scoring.py``: NR-IQA scores as a side file plus histogram (``gtplus score``);
+- ``synthesize.py``: (LQ, GT) pair LMDBs from HR images through a degradation synthesizer, with a provenance side
+  file (``gtplus synthesize``);
+- ``degradation_report.py``: colour shift (CIEDE2000) and diversity of pair sets, side by side
+  (``gtplus degradation-report``);
 - ``figures.py``: labelled strips, grids, masks and previews that tools write beside their outputs.
 
-A new tool (a synthesizer's offline writer, a degradation report) goes here as ``<name>.py``; it writes data
+A new tool goes here as ``<name>.py``; it writes data
 through :mod:`gtplus_data.lmdb_writer` / :mod:`gtplus_data.lmdb_shards`, images through
 :mod:`gtplus_data.image_util`, and scores through :mod:`gtplus_models.quality`.
 """

@@ -38,8 +38,12 @@ def is_done(out_dir, key, conds):
     return all(osp.isfile(p) for p in outputs.values()) and (len(conds) < 2 or osp.isfile(sweep_path))
 
 
-def check_output_folder(out_dir):
-    """Refuse an OUT_DIR that is, or lies under, an existing file, before anything runs.
+def check_output_folder(out_dir, name='OUT_DIR'):
+    """Refuse an output folder that is, or lies under, an existing file, before anything runs.
+
+    Args:
+        out_dir (str): the folder (it need not exist yet).
+        name (str): the argument or flag that named it, for the message.
 
     Raises:
         NotADirectoryError: naming the file.
@@ -49,7 +53,7 @@ def check_output_folder(out_dir):
         path = osp.dirname(path)
     if not osp.isdir(path):
         where = 'is' if path == osp.abspath(out_dir) else f'lies under {path}, which is'
-        raise NotADirectoryError(f'OUT_DIR {out_dir} {where} an existing file, not a folder; give a folder path')
+        raise NotADirectoryError(f'{name} {out_dir} {where} an existing file, not a folder; give a folder path')
 
 
 def check_readable(source, keys):
