@@ -676,9 +676,8 @@ class RealESRGANSynthesizer(Synthesizer):
     def _jpeg(self, img, suffix, generator):
         quality = _uniform(generator, img.device, img.size(0), *self.params['jpeg_range' + suffix])
         # Clamp first: DiffJPEG on values outside [0, 1] gives unpleasant artifacts (basicsr's comment). Its output
-        # has channels-last strides under torch 2.x, and basicsr's filter2D (the blur or sinc after it) calls .view on
-        # its padded copy, which then fails: make it contiguous (the values are unchanged).
-        return self._tools(img.device)[0](torch.clamp(img, 0, 1), quality=quality).contiguous()
+        # is contiguous, as filter2D after it needs, through gtplus_compat's patch_diffjpeg_contiguous.
+        return self._tools(img.device)[0](torch.clamp(img, 0, 1), quality=quality)
 
     @torch.no_grad()
     def degrade(self, hr, kernel1, kernel2, sinc_kernel, plan, generator=None):
