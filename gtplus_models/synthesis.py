@@ -7,10 +7,25 @@ the same block goes into a training option file. Weights load into the synthesiz
 snapshot), never into the synthesizer as a whole, so a snapshot is an ordinary state dict of that network.
 """
 import os.path as osp
+import re
 
 from gtplus_models.checkpoints import CheckpointError, load_into, load_state_dict_file
 
 SYNTH_KEY = 'network_synth'
+_SNAPSHOT_NAME = re.compile(r'_epoch(\d+)\.pth$')
+
+
+def snapshot_label(epoch):
+    """What ``ReconstructionModel`` passes to basicsr's ``save_network`` as the iteration of the snapshot of
+    ``epoch``: the file is then ``models/net_g_epoch<epoch>.pth``."""
+    return f'epoch{int(epoch)}'
+
+
+def snapshot_epoch(path):
+    """The epoch of a ReconstructionModel snapshot named ``..._epoch<k>.pth`` (for provenance), or None for a file
+    named otherwise (the file itself holds only the weights)."""
+    match = _SNAPSHOT_NAME.search(osp.basename(str(path)))
+    return int(match.group(1)) if match else None
 
 
 def read_synth_opt(path, key='--synth-opt'):

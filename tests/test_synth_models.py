@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import gtplus_models  # noqa: F401  (registers every gtplus component)
-from gtplus_arch import BicubicSynthesizer, RealESRGANSynthesizer, UndertrainedReconstructionSynthesizer, VQVAE2
+from gtplus_arch import (VQVAE, VQVAE2, BicubicSynthesizer, RealESRGANSynthesizer,
+                         UndertrainedReconstructionSynthesizer)
 from gtplus_arch.synthesizer_arch import build_synthesizer
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -80,3 +81,160 @@ def test_undertrained_never_learns_and_its_provenance_rebuilds_it():
     rebuilt.weights_module().load_state_dict(synth.weights_module().state_dict())
     hr = hr_batch(seed=5)
     assert rebuilt.provenance() == record and torch.equal(rebuilt(hr), synth(hr))
+
+
+# ------------------------------------------------------------------------------------------------------------ #
+# Tiny runs through gtplus_models.train.train_main, each in its own folder
+# ------------------------------------------------------------------------------------------------------------ #
+
+NUM_HR, BATCH = 5, 2  # ceil(5 / 2) = 3 iterations per epoch
+TINY_EDSR = {'type': 'EDSR', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
+ADAM = {'type': 'Adam', 'lr': 3e-4}
+SCHEDULER = {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5}
+
+
+@pytest.fixture(scope='module')
+def pairs(tmp_path_factory):
+    """(gt_dir, lq_dir): 5 smooth 32x32 HR images and their 8x8 LR (a stand-in for a real LR/HR pair)."""
+    from conftest import make_paired_pngs
+    return make_paired_pngs(str(tmp_path_factory.mktemp('synth_models_data')), num=NUM_HR, gt_size=32)
+
+
+def hr_dataset(gt_dir, phase, **kwargs):
+    entry = {'type': 'GTPlusSingleHRDataset', 'name': f'hr_{phase}', 'dataroot_gt': gt_dir,
+             'io_backend': {'type': 'disk'}}
+    if phase == 'train':
+        entry.update(gt_size=16, use_hflip=True, use_rot=False, num_worker_per_gpu=0, batch_size_per_gpu=BATCH,
+                     dataset_enlarge_ratio=1)
+    return dict(entry, **kwargs)
+
+
+def common_options(name, model_type, total_iter, save_freq):
+    return {'name': name, 'model_type': model_type, 'scale': 4, 'num_gpu': 0, 'manual_seed': 0,
+            'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+            'logger': {'print_freq': 3, 'save_checkpoint_freq': save_freq, 'use_tb_logger': False},
+            'train': {'optim_g': dict(ADAM), 'scheduler': dict(SCHEDULER), 'total_iter': total_iter,
+                      'warmup_iter': -1}}
+
+
+def reconstruction_options(gt_dir, total_iter, snapshot_epochs, save_freq=3, **train_set):
+    opt = common_options('recon', 'ReconstructionModel', total_iter, save_freq)
+    opt['datasets'] = {'train': hr_dataset(gt_dir, 'train', **train_set), 'val': hr_dataset(gt_dir, 'val')}
+    opt['network_g'] = dict(TINY_VQVAE2)
+    opt['train'].update(snapshot_epochs=snapshot_epochs, latent_loss_weight=0.25)
+    opt['val'] = {'val_freq': 100, 'save_img': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}}
+    return opt
+
+
+def run(run_dir, opt, resume=False):
+    """Train ``opt`` in ``run_dir`` (in this process); returns what basicsr's logger said."""
+    import os
+
+    from conftest import write_yaml
+    from test_exact_resume import basicsr_messages
+
+    from gtplus_models.train import train_main
+    os.makedirs(run_dir, exist_ok=True)
+    path = write_yaml(os.path.join(run_dir, f'{opt["name"]}_{opt["train"]["total_iter"]}.yml'), opt)
+    cwd = os.getcwd()
+    os.chdir(run_dir)
+    try:
+        with basicsr_messages() as messages:
+            assert train_main(['-opt', path] + (['--auto_resume'] if resume else [])) == 0, messages[-5:]
+    finally:
+        os.chdir(cwd)
+    return messages
+
+
+def models_dir(run_dir, name='recon'):
+    import os
+    return os.path.join(run_dir, 'experiments', name, 'models')
+
+
+def params(path):
+    return torch.load(path, weights_only=True)['params']
+
+
+def same(first, second):
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_iterations_per_epoch_follow_basicsr():
+    from gtplus_models.reconstruction_model import iterations_per_epoch
+    assert iterations_per_epoch(5, 2) == 3  # the last batch of the pass counts: 6 samples >= 5 images
+    assert iterations_per_epoch(8, 2) == 4
+    assert iterations_per_epoch(8, 2, world_size=2) == 2  # each of 2 GPUs takes a batch per iteration
+    assert iterations_per_epoch(5, 2, enlarge_ratio=3) == 8  # ceil(15 / 2)
+    assert iterations_per_epoch(20000, 32) == 625
+
+
+@pytest.fixture(scope='module')
+def reconstruction_run(pairs, tmp_path_factory):
+    """ReconstructionModel for 3 epochs (9 iterations), snapshots at epochs 1 and 2, checkpoints every 3."""
+    run_dir = str(tmp_path_factory.mktemp('recon_run'))
+    messages = run(run_dir, reconstruction_options(pairs[0], total_iter=9, snapshot_epochs=[1, 2]))
+    return run_dir, messages
+
+
+def test_a_snapshot_is_written_at_each_listed_epoch_and_nowhere_else(reconstruction_run):
+    import os
+    run_dir, messages = reconstruction_run
+    models = models_dir(run_dir)
+    snapshots = sorted(name for name in os.listdir(models) if 'epoch' in name)
+    assert snapshots == ['net_g_epoch1.pth', 'net_g_epoch2.pth']
+    # Epoch k ends at iteration 3k: the snapshot is the network of that iteration's checkpoint.
+    assert same(params(os.path.join(models, 'net_g_epoch1.pth')), params(os.path.join(models, 'net_g_3.pth')))
+    assert same(params(os.path.join(models, 'net_g_epoch2.pth')), params(os.path.join(models, 'net_g_6.pth')))
+    assert not same(params(os.path.join(models, 'net_g_epoch1.pth')), params(os.path.join(models, 'net_g_epoch2.pth')))
+    text = '\n'.join(messages)
+    assert '3 iterations per epoch; snapshots at epochs 1 (iter 3), 2 (iter 6)' in text
+    assert 'l_mse: ' in text and 'l_latent: ' in text
+    assert '# psnr: ' in text  # reconstruction PSNR on the validation set
+
+
+def test_resume_neither_repeats_nor_skips_a_snapshot(reconstruction_run, pairs, tmp_path):
+    """Killed after iteration 4 (last checkpoint: iteration 3, where epoch 1's snapshot was written), resumed."""
+    import os
+    run_dir = str(tmp_path / 'resumed')
+    run(run_dir, reconstruction_options(pairs[0], total_iter=4, snapshot_epochs=[1, 2]))
+    os.remove(os.path.join(models_dir(run_dir), 'net_g_latest.pth'))
+    first = os.path.join(models_dir(run_dir), 'net_g_epoch1.pth')
+    written = os.stat(first).st_mtime_ns
+    assert not os.path.exists(os.path.join(models_dir(run_dir), 'net_g_epoch2.pth'))
+    messages = run(run_dir, reconstruction_options(pairs[0], total_iter=9, snapshot_epochs=[1, 2]), resume=True)
+    assert [m for m in messages if m.startswith('Snapshot of epoch')] == [
+        f'Snapshot of epoch 2 saved: {os.path.join(models_dir(run_dir), "net_g_epoch2.pth")}']
+    assert os.stat(first).st_mtime_ns == written
+    reference = models_dir(reconstruction_run[0])
+    for name in ('net_g_epoch1.pth', 'net_g_epoch2.pth'):  # exact resume: the uninterrupted run's snapshots
+        assert same(params(os.path.join(models_dir(run_dir), name)), params(os.path.join(reference, name)))
+
+
+def test_a_snapshot_loads_into_the_synthesizer_and_the_epoch_changes_the_output(reconstruction_run, tmp_path):
+    import os
+
+    from gtplus_models.checkpoints import CheckpointError
+    from gtplus_models.synthesis import load_synthesizer, snapshot_epoch
+    models = models_dir(reconstruction_run[0])
+    block = {'type': 'UndertrainedReconstructionSynthesizer', 'scale': 4, 'reconstruction': TINY_VQVAE2}
+    key = 'path.pretrain_network_synth'
+    hr = hr_batch(size=32, seed=3)
+    outputs = {}
+    for epoch in (1, 2):
+        path = os.path.join(models, f'net_g_epoch{epoch}.pth')
+        synth = load_synthesizer(block, path, 'cpu', weights_key=key)
+        assert not synth.training and not any(p.requires_grad for p in synth.parameters())
+        assert same(synth.weights_module().state_dict(), params(path)) and snapshot_epoch(path) == epoch
+        outputs[epoch] = synth(hr)
+    assert not torch.equal(outputs[1], outputs[2])  # the knob: which epoch's snapshot
+    missing = str(tmp_path / 'net_g_epoch8.pth')
+    with pytest.raises(FileNotFoundError) as err:
+        load_synthesizer(block, missing, weights_key=key)
+    assert key in str(err.value) and missing in str(err.value) and '\n' not in str(err.value)
+    wrong = str(tmp_path / 'vqvae_epoch8.pth')  # a one-level VQ-VAE's snapshot, for a VQ-VAE-2 block
+    torch.save({'params': VQVAE(**{k: v for k, v in TINY_VQVAE2.items() if k != 'type'}).state_dict()}, wrong)
+    with pytest.raises(CheckpointError) as err:
+        load_synthesizer(block, wrong, weights_key=key)
+    assert str(err.value).startswith(f'{key} ({wrong}) holds') and 'VQVAE2' in str(err.value)
+    assert '\n' not in str(err.value)
