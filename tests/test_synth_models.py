@@ -238,3 +238,130 @@ def test_a_snapshot_loads_into_the_synthesizer_and_the_epoch_changes_the_output(
         load_synthesizer(block, wrong, weights_key=key)
     assert str(err.value).startswith(f'{key} ({wrong}) holds') and 'VQVAE2' in str(err.value)
     assert '\n' not in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------------------ #
+# SynthesizedSRModel
+# ------------------------------------------------------------------------------------------------------------ #
+
+
+def sr_options(gt_dir, lq_dir, synth, total_iter=5, name='sr', gt_size=16, **path):
+    """SynthesizedSRModel fine-tuning TINY_EDSR on HR-only training data, validated on the real pair."""
+    opt = common_options(name, 'SynthesizedSRModel', total_iter, save_freq=total_iter)
+    opt['datasets'] = {'train': hr_dataset(gt_dir, 'train', gt_size=gt_size),
+                       'val': {'type': 'PairedImageDataset', 'name': 'real_pair', 'dataroot_gt': gt_dir,
+                               'dataroot_lq': lq_dir, 'io_backend': {'type': 'disk'}}}
+    opt['network_g'], opt['network_synth'] = dict(TINY_EDSR), synth
+    opt['path'].update(path)
+    opt['train'].update(optim_g={'type': 'Adam', 'lr': 1e-4}, pixel_opt={'type': 'L1Loss', 'loss_weight': 1.0})
+    opt['val'] = {'val_freq': total_iter, 'save_img': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True}}}
+    return opt
+
+
+@pytest.fixture(scope='module')
+def big_pairs(tmp_path_factory):
+    """Two 64x64 HR images and their 16x16 LR: room for RealESRGANSynthesizer's 48x48 crops."""
+    from conftest import make_paired_pngs
+    return make_paired_pngs(str(tmp_path_factory.mktemp('synth_models_big')), num=2, gt_size=64)
+
+
+def build_sr_model(root, opt):
+    """The model of ``opt`` as basicsr's training builds it (options parsed and checked by gtplus)."""
+    from basicsr.models import build_model
+    from conftest import write_yaml
+
+    from gtplus_models.options import parse_options
+    path = write_yaml(root / f'{opt["name"]}.yml', opt)
+    return build_model(parse_options(str(root), True, ['-opt', path])[0])
+
+
+STABLESR = {'type': 'RealESRGANSynthesizer', 'scale': 4, 'preset': 'stablesr'}
+
+
+def test_pairs_are_seeded_by_manual_seed_and_iteration(big_pairs, tmp_path):
+    model = build_sr_model(tmp_path, sr_options(*big_pairs, STABLESR, gt_size=48))
+    assert model.net_synth is not None and not model.net_synth.training
+    hr = hr_batch(size=48, seed=1)
+
+    def pair(m, iteration):
+        m.synth_iter = iteration
+        m.feed_data({'gt': hr})
+        assert m.lq.shape == (2, 3, 12, 12) and torch.equal(m.gt, hr)
+        return m.lq.clone()
+
+    first = pair(model, 3)
+    assert torch.equal(first, pair(model, 3))  # same seed and iteration: same bytes
+    assert not torch.equal(first, pair(model, 4))
+    other = build_sr_model(tmp_path, dict(sr_options(*big_pairs, STABLESR, gt_size=48, name='sr2'), manual_seed=1))
+    assert not torch.equal(first, pair(other, 3))
+    # optimize_parameters(i) trains on iteration i's pair, whatever feed_data guessed, and counts on.
+    model.synth_iter = 7
+    model.feed_data({'gt': hr})
+    model.optimize_parameters(3)
+    assert torch.equal(model.lq, first) and model.synth_iter == 4 and 'l_pix' in model.get_current_log()
+    real = {'lq': torch.rand(2, 3, 12, 12), 'gt': hr}
+    model.feed_data(real)  # validation on a real pair: its LQ as it is
+    assert torch.equal(model.lq, real['lq']) and model.lq_key is None
+
+
+def test_resume_reproduces_the_pairs(big_pairs, tmp_path):
+    from gtplus_compat import exact_resume
+    model = build_sr_model(tmp_path, sr_options(*big_pairs, STABLESR, gt_size=48))
+    hr = hr_batch(size=48, seed=2)
+    pairs = []
+    for iteration in (1, 2, 3):
+        model.feed_data({'gt': hr})
+        model.optimize_parameters(iteration)
+        pairs.append(model.lq.clone())
+    resumed = build_sr_model(tmp_path, sr_options(*big_pairs, STABLESR, gt_size=48))
+    state = {'epoch': 0, 'iter': 2, 'optimizers': [o.state_dict() for o in model.optimizers],
+             'schedulers': [s.state_dict() for s in model.schedulers]}
+    try:
+        resumed.resume_training(state)
+    finally:
+        exact_resume._PENDING['resume'] = None  # this state is for no training loop
+    resumed.feed_data({'gt': hr})
+    assert torch.equal(resumed.lq, pairs[2])
+
+
+def test_hr_only_validation_synthesizes_the_same_pairs_each_time(big_pairs, tmp_path):
+    from basicsr.data import build_dataloader, build_dataset
+    opt = sr_options(*big_pairs, STABLESR, gt_size=48)
+    opt['datasets']['val'] = hr_dataset(big_pairs[0], 'val')
+    model = build_sr_model(tmp_path, opt)
+    val_opt = dict(model.opt['datasets']['val'])
+    loader = build_dataloader(build_dataset(val_opt), val_opt, num_gpu=0)
+    scores = []
+    for _ in range(2):
+        model.validation(loader, 1, None, False)
+        scores.append(model.metric_results['psnr'])
+    assert scores[0] == scores[1] and scores[0] > 0
+
+
+def test_end_to_end_reconstruction_epochs_then_edsr_fine_tuning(pairs, tmp_path):
+    """ReconstructionModel for 2 epochs -> its epoch-2 snapshot in an UndertrainedReconstructionSynthesizer -> 5
+    iterations of SynthesizedSRModel fine-tuning a saved EDSR checkpoint, validated on the real LR/HR pair."""
+    import os
+
+    from basicsr.archs import build_network
+    gt_dir, lq_dir = pairs
+    recon_dir = str(tmp_path / 'recon')
+    run(recon_dir, reconstruction_options(gt_dir, total_iter=6, snapshot_epochs=[2]))
+    snapshot = os.path.join(models_dir(recon_dir), 'net_g_epoch2.pth')
+    assert sorted(n for n in os.listdir(models_dir(recon_dir)) if 'epoch' in n) == ['net_g_epoch2.pth']
+
+    torch.manual_seed(0)
+    pretrained = str(tmp_path / 'edsr_x4_bicubic.pth')  # a stand-in for a bicubic-pretrained EDSR
+    torch.save({'params': build_network(dict(TINY_EDSR)).state_dict()}, pretrained)
+    synth = {'type': 'UndertrainedReconstructionSynthesizer', 'scale': 4, 'reconstruction': TINY_VQVAE2}
+    sr_dir = str(tmp_path / 'sr')
+    messages = run(sr_dir, sr_options(gt_dir, lq_dir, synth, total_iter=5, pretrain_network_g=pretrained,
+                                      pretrain_network_synth=snapshot))
+    text = '\n'.join(messages)
+    assert f'Loading EDSR model from {pretrained}' in text
+    assert f'network_synth [UndertrainedReconstructionSynthesizer] loaded with weights {snapshot}' in text
+    assert 'Validation real_pair' in text and '# psnr: ' in text
+    tuned = params(os.path.join(models_dir(sr_dir, 'sr'), 'net_g_latest.pth'))
+    assert not same(tuned, params(pretrained))  # trained from the checkpoint
+    assert sorted(os.listdir(models_dir(sr_dir, 'sr'))) == ['net_g_5.pth', 'net_g_latest.pth']  # synth never saved
