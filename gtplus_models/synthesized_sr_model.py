@@ -8,6 +8,7 @@ pairs agree.
 import numpy as np
 import torch
 from basicsr.models.sr_model import SRModel
+from basicsr.models.swinir_model import SwinIRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
@@ -69,7 +70,8 @@ class SynthesizedSRModel(SRModel):
 
     Everything else is SRModel: the losses (``train.pixel_opt``, ``train.perceptual_opt``), EMA,
     ``path.pretrain_network_g`` for fine-tuning, saving, basicsr's metrics and ``calculate_pyiqa``. Any basicsr SR
-    network works as ``network_g`` (EDSR, RRDBNet, SwinIR, MSRResNet).
+    network works as ``network_g`` (EDSR, RRDBNet, SwinIR, MSRResNet); with a ``window_size`` (SwinIR) the test
+    pads the LQ to a multiple of it, as basicsr's SwinIRModel does.
 
     Options:
         network_synth (dict): the synthesizer block, ``{type: <registered Synthesizer>, ...}`` (required in
@@ -196,6 +198,14 @@ class SynthesizedSRModel(SRModel):
     def optimize_parameters(self, current_iter):
         self.sync_pair(current_iter)
         super().optimize_parameters(current_iter)
+
+    def test(self):
+        # SwinIR's shifted windows need LQ sides that are multiples of window_size (a real LR rarely has them):
+        # reflect-pad and crop back, as basicsr's SwinIRModel.test does for the network_g it reads the same way.
+        if (self.opt.get('network_g') or {}).get('window_size'):
+            SwinIRModel.test(self)
+        else:
+            super().test()
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """basicsr's validation, on HR-only data too: its LQ synthesized with one fixed seed per image."""

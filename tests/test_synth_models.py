@@ -365,3 +365,16 @@ def test_end_to_end_reconstruction_epochs_then_edsr_fine_tuning(pairs, tmp_path)
     tuned = params(os.path.join(models_dir(sr_dir, 'sr'), 'net_g_latest.pth'))
     assert not same(tuned, params(pretrained))  # trained from the checkpoint
     assert sorted(os.listdir(models_dir(sr_dir, 'sr'))) == ['net_g_5.pth', 'net_g_latest.pth']  # synth never saved
+
+
+@pytest.mark.filterwarnings('ignore:torch.meshgrid')  # basicsr's SwinIR builds its relative positions without indexing
+def test_swinir_validates_on_lq_sizes_off_its_window(big_pairs, tmp_path):
+    """A real LR is rarely a multiple of SwinIR's window: the test pads and crops as basicsr's SwinIRModel."""
+    swinir = {'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 8, 'window_size': 4, 'img_range': 1.,
+              'depths': [1], 'embed_dim': 6, 'num_heads': [1], 'mlp_ratio': 1, 'upsampler': 'pixelshuffle'}
+    opt = sr_options(*big_pairs, {'type': 'BicubicSynthesizer', 'scale': 4}, gt_size=32)
+    opt['network_g'] = swinir
+    model = build_sr_model(tmp_path, opt)
+    model.feed_data({'lq': torch.rand(1, 3, 10, 7)})
+    model.test()
+    assert model.output.shape == (1, 3, 40, 28)
