@@ -182,7 +182,7 @@ class SynthesizedSRModel(SRModel):
             self._val_index += 1
         else:
             stream, index = TRAIN_STREAM, self.synth_iter
-        self.gt = hr
+        self.gt = self.hr = hr  # self.hr: the source of the pair, kept where a subclass changes the target
         self.lq = self.synthesize(hr, stream, index)
 
     def sync_pair(self, current_iter):
@@ -192,7 +192,7 @@ class SynthesizedSRModel(SRModel):
         pair; a loop that feeds data out of that order gets the pair re-made here rather than the wrong seed.
         """
         if self.lq_key is not None and self.lq_key != (TRAIN_STREAM, current_iter):
-            self.lq = self.synthesize(self.gt, TRAIN_STREAM, current_iter)
+            self.lq = self.synthesize(self.hr, TRAIN_STREAM, current_iter)
         self.synth_iter = current_iter + 1
 
     def optimize_parameters(self, current_iter):

@@ -378,3 +378,23 @@ def test_swinir_validates_on_lq_sizes_off_its_window(big_pairs, tmp_path):
     model.feed_data({'lq': torch.rand(1, 3, 10, 7)})
     model.test()
     assert model.output.shape == (1, 3, 40, 28)
+
+
+def test_reconstruction_model_trains_on_the_lr_of_its_iteration(pairs, tmp_path):
+    """The LR is both input and target; a pair fed for another iteration is re-made from the HR, not the LR."""
+    model = build_sr_model(tmp_path, reconstruction_options(pairs[0], total_iter=9, snapshot_epochs=[1]))
+    assert model.iters_per_epoch == 3 and isinstance(model.net_synth, BicubicSynthesizer)
+    hr = hr_batch(size=16, seed=4)
+    model.synth_iter = 7
+    model.feed_data({'gt': hr})
+    model.optimize_parameters(2)
+    lr = BicubicSynthesizer(4)(hr)
+    assert torch.equal(model.lq, lr) and torch.equal(model.gt, lr) and model.synth_iter == 3
+    assert set(model.get_current_log()) == {'l_mse', 'l_latent'}
+    enlarged = reconstruction_options(pairs[0], total_iter=9, snapshot_epochs=[1], batch_size_per_gpu=3,
+                                      dataset_enlarge_ratio=2)
+    assert build_sr_model(tmp_path, enlarged).iters_per_epoch == 4  # ceil(5 * 2 / 3)
+    with_ema = reconstruction_options(pairs[0], total_iter=9, snapshot_epochs=[1])
+    with_ema['train']['ema_decay'] = 0.999
+    with pytest.raises(ValueError, match='train.ema_decay must be 0'):
+        build_sr_model(tmp_path, with_ema)
