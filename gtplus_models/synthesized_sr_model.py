@@ -12,6 +12,7 @@ from basicsr.models.swinir_model import SwinIRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from gtplus_models.options import walk_datasets
 from gtplus_models.synthesis import SYNTH_KEY, load_synthesizer
 
 # The two streams of per-pair seeds: training pairs are indexed by iteration, validation pairs by their position in
@@ -85,7 +86,8 @@ class SynthesizedSRModel(SRModel):
     Data: ``gt`` [B,3,H,W] (and optionally ``lq`` [B,3,H/scale,W/scale]), RGB in [0,1].
     """
 
-    # The option keys of the synthesizer block and of its weights (ReconstructionModel uses its own).
+    # The option key of the synthesizer block; its weights are path.pretrain_<synth_key>. ReconstructionModel has its
+    # own (network_first_stage).
     synth_key = SYNTH_KEY
 
     def __init__(self, opt):
@@ -125,7 +127,6 @@ class SynthesizedSRModel(SRModel):
 
     def check_train_crops(self):
         """Refuse training crops the synthesizer cannot degrade: not a multiple of scale, or too small."""
-        from gtplus_models.options import walk_datasets
         scale, smallest = self.net_synth.scale, self.net_synth.min_size()
         for key, entry in walk_datasets('datasets.train', self.opt['datasets']['train']):
             gt_size = entry.get('gt_size')
