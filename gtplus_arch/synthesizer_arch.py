@@ -662,7 +662,7 @@ class RealESRGANSynthesizer(Synthesizer):
         tools = self._tool_cache.get(device)
         if tools is None:
             # DiffJPEG's quantisation tables are module-level nn.Parameters shared by every instance; a deep copy
-            # owns its tables, so moving it never moves another DiffJPEG (basicsr's model moves them with .cuda()).
+            # owns its tables, so moving it never moves another DiffJPEG (basicsr's model moves them to the GPU).
             jpeger = copy.deepcopy(DiffJPEG(differentiable=False)).to(device).requires_grad_(False)
             tools = self._tool_cache[device] = (jpeger, USMSharp().to(device))
         return tools

@@ -5,9 +5,11 @@ Every gtplus tool that consumes images (make-lmdb, scoring, GT variants, enhance
 16-bit, corrupt) are handled the same way everywhere (see that module).
 """
 import os
+import zlib
 from contextlib import contextmanager
 
 from gtplus_data.image_util import bmp_pixel_view, decode_image
+from gtplus_data.lmdb_check import check_lmdb_file, lmdb_read_error
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -59,13 +61,22 @@ _READ_ENVS = {}
 
 
 def open_lmdb_readonly(path):
-    """The shared read-only, lock-free environment of LMDB ``path``, opened on first use."""
+    """The shared read-only, lock-free environment of LMDB ``path``, opened on first use.
+
+    Raises:
+        ValueError: naming ``path``, if its data.mdb is truncated (checked before mapping it: see
+            :func:`gtplus_data.lmdb_check.check_lmdb_file`) or LMDB cannot open it.
+    """
     if path in _READ_ENVS:  # already a resolved path: skip realpath's per-call lstat of every path component
         return _READ_ENVS[path]
     real = os.path.realpath(path)
     if real not in _READ_ENVS:
         import lmdb
-        _READ_ENVS[real] = lmdb.open(real, readonly=True, lock=False, readahead=False, meminit=False)
+        check_lmdb_file(real)
+        try:
+            _READ_ENVS[real] = lmdb.open(real, readonly=True, lock=False, readahead=False, meminit=False)
+        except lmdb.Error as err:
+            raise lmdb_read_error(path, err) from None
     return _READ_ENVS[real]
 
 
@@ -80,12 +91,17 @@ class ImageSource:
     """A folder of images or a BasicSR-format LMDB, addressed by key.
 
     A folder holds files with the extensions in ``IMAGE_EXTENSIONS``; the key is the file stem. An LMDB folder holds
-    ``data.mdb`` and ``meta_info.txt`` (``key.png (h,w,c) compress_level`` per line). The LMDB is opened lazily,
-    read-only and without a lock, and shared by every ImageSource of that path (see :func:`open_lmdb_readonly`);
-    sources pickle without it, so they can be handed to dataloader workers.
+    ``data.mdb`` and ``meta_info.txt`` (``key.png (h,w,c) compress_level`` per line). The LMDB's ``data.mdb`` is
+    checked for truncation at once (an interrupted copy would kill the process with SIGBUS on the first read), then
+    opened lazily, read-only and without a lock, and shared by every ImageSource of that path (see
+    :func:`open_lmdb_readonly`); sources pickle without it, so they can be handed to dataloader workers.
 
     Args:
         path (str): the folder or LMDB path.
+
+    Raises:
+        FileNotFoundError: for a missing path, or an LMDB without meta_info.txt (incomplete).
+        ValueError: for a truncated or damaged LMDB (naming its data.mdb), or two files of one key in a folder.
 
     Attributes:
         kind (str): 'lmdb' or 'folder'.
@@ -99,6 +115,7 @@ class ImageSource:
         if is_lmdb_dir(self.path):
             if not os.path.isfile(os.path.join(self.path, 'meta_info.txt')):
                 raise FileNotFoundError(f'LMDB has no meta_info.txt (incomplete or interrupted write?): {self.path}')
+            check_lmdb_file(self.path)
             self.kind = 'lmdb'
             self.keys = sorted(read_meta_info_keys(self.path))
             self._real_path = os.path.realpath(self.path)
@@ -120,19 +137,39 @@ class ImageSource:
             return self._files[key]
         return f'{self.path} (key {key!r})'
 
+    def fingerprint(self, key):
+        """What the image of ``key`` is, cheaply: a name for messages and a stamp that changes when the image does.
+
+        A folder's stamp is the file's size and modification time (in ns), as make and rsync compare files; an
+        LMDB's is the value's length and CRC-32 (an LMDB value has no time of its own).
+
+        Returns:
+            tuple[str, str]: (:meth:`describe` of ``key``, stamp).
+        """
+        if self.kind == 'folder':
+            stat = os.stat(self._files[key])
+            return self._files[key], f'{stat.st_size} bytes, modified {stat.st_mtime_ns} ns'
+        data = self.read_bytes(key)
+        return self.describe(key), f'{len(data)} bytes, crc32 {zlib.crc32(data):08x}'
+
     def read_bytes(self, key):
         """The encoded image bytes stored under ``key``.
 
         Raises:
             KeyError: if ``key`` is not in the source.
+            ValueError: if LMDB reports a damaged database, naming it and the key.
         """
         if self.kind == 'folder':
             if key not in self._files:
                 raise KeyError(f'key {key!r} not in {self.path}')
             with open(self._files[key], 'rb') as f:
                 return f.read()
-        with open_lmdb_readonly(self._real_path).begin(write=False) as txn:
-            value = txn.get(key.encode('ascii'))
+        import lmdb
+        try:
+            with open_lmdb_readonly(self._real_path).begin(write=False) as txn:
+                value = txn.get(key.encode('ascii'))
+        except lmdb.Error as err:  # a damaged page: one line naming the database, not LMDB's bare message
+            raise lmdb_read_error(self.path, err, key) from None
         if value is None:
             raise KeyError(f'key {key!r} not in {self.path}')
         return bytes(value)
@@ -153,8 +190,12 @@ class ImageSource:
         if self.kind != 'lmdb':
             yield None
             return
+        import lmdb
         with open_lmdb_readonly(self._real_path).begin(write=False, buffers=True) as txn:
-            value = txn.get(key.encode('ascii'))
+            try:
+                value = txn.get(key.encode('ascii'))
+            except lmdb.Error as err:
+                raise lmdb_read_error(self.path, err, key) from None
             yield None if value is None else bmp_pixel_view(value)
 
     def read(self, key):
@@ -195,6 +236,11 @@ def describe_key_mismatch(keys_a, keys_b, name_a, name_b, limit=10):
     parts = []
     for name, extra in ((name_a, sorted(set(keys_a) - set(keys_b))), (name_b, sorted(set(keys_b) - set(keys_a)))):
         if extra:
-            more = f' (+{len(extra) - limit} more)' if len(extra) > limit else ''
-            parts.append(f'{len(extra)} key(s) only in {name}: {", ".join(extra[:limit])}{more}')
+            parts.append(f'{len(extra)} key(s) only in {name}: {name_list(extra, limit)}')
     return '; '.join(parts)
+
+
+def name_list(names, limit=10):
+    """``'a, b, c (+7 more)'``: the first ``limit`` names, then how many are left out."""
+    more = f' (+{len(names) - limit} more)' if len(names) > limit else ''
+    return ', '.join(names[:limit]) + more

@@ -19,13 +19,13 @@ pixels are exactly those of decoding the whole file and cropping.
 
 EXIF orientation is not applied: pixels are returned as stored, as BasicSR's LMDB values are.
 """
-import os
-import os.path as osp
 import struct
 
 import cv2
 import numpy as np
 import torch
+
+from gtplus_data.atomic_file import atomic_write
 
 
 class ImageReadError(ValueError):
@@ -205,7 +205,7 @@ def encode_image(img, encoding='png', compress_level=1):
 
 
 def write_png(path, img, compress_level=None):
-    """Write an RGB image as PNG atomically (temporary file + rename), creating the folder.
+    """Write an RGB image as PNG atomically (:func:`gtplus_data.atomic_file.atomic_write`), creating the folder.
 
     Args:
         path (str): the PNG path.
@@ -214,17 +214,11 @@ def write_png(path, img, compress_level=None):
 
     Returns:
         str: ``path``.
+
+    Raises:
+        OSError: naming ``path`` (a parent that is a file, a full disk); nothing is left under ``path`` or beside it.
     """
-    data = encode_png(img, compress_level)
-    tmp = f'{path}.tmp.png'
-    try:
-        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-        with open(tmp, 'wb') as f:
-            f.write(data)
-    except OSError as err:  # e.g. a parent that is a file: name the PNG, not only the errno
-        raise OSError(f'cannot write {path}: {err}') from None
-    os.replace(tmp, path)  # a killed run never leaves half a PNG under the final name
-    return path
+    return atomic_write(path, encode_png(img, compress_level))
 
 
 def chw_tensor(img):

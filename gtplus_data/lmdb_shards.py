@@ -38,8 +38,13 @@ def shard_path(out_path, rank, world_size):
     return osp.join(out_path, SHARDS_DIR, f'rank{rank}of{world_size}.lmdb')
 
 
+def rank_output(out_path, rank, world_size):
+    """The LMDB rank ``rank`` of ``world_size`` writes: ``out_path`` itself for one rank, else its shard."""
+    return out_path if world_size == 1 else shard_path(out_path, rank, world_size)
+
+
 def write_sharded(out_path, keys, load, rank=None, world_size=None, overwrite=False, compress_level=1,
-                  desc='write lmdb', encoding='png'):
+                  desc='write lmdb', encoding='png', fingerprint=None):
     """Write this rank's share of ``keys``: the whole of ``out_path`` when world_size is 1, else its shard.
 
     Every rank must pass the same ``keys`` (and ``encoding``). With world_size > 1, run :func:`merge_shards` once
@@ -47,25 +52,28 @@ def write_sharded(out_path, keys, load, rank=None, world_size=None, overwrite=Fa
     missing.
 
     Args:
-        encoding (str): 'png' or 'bmp' (see :mod:`gtplus_data.lmdb_writer`); the other arguments as in
-            :func:`gtplus_data.lmdb_writer.write_keys`.
+        encoding (str): 'png' or 'bmp' (see :mod:`gtplus_data.lmdb_writer`).
+        fingerprint (callable | None): key -> (name, stamp) of what its value is made from, recorded so that a
+            resume after the inputs changed is refused (see :class:`gtplus_data.lmdb_writer.LmdbWriter`).
+        The other arguments are as in :func:`gtplus_data.lmdb_writer.write_keys`.
 
     Returns:
         str: the LMDB path this rank completed.
     """
     rank, world_size = dist_rank_world(rank, world_size)
+    target = rank_output(out_path, rank, world_size)
     if world_size == 1:
-        write_keys(out_path, keys, load, overwrite, compress_level, desc=desc, encoding=encoding)
+        write_keys(out_path, keys, load, overwrite, compress_level, desc=desc, encoding=encoding,
+                   fingerprint=fingerprint)
         return out_path
     if not overwrite:
         refuse_complete(out_path)
-    target = shard_path(out_path, rank, world_size)
     if is_complete(target) and not overwrite:
         # A relaunched distributed job: ranks that finished before stay done, the others resume.
         get_root_logger().info(f'shard already complete, nothing to do: {target}')
         return target
     write_keys(target, shard_keys(keys, rank, world_size), load, overwrite, compress_level,
-               desc=f'{desc} [{rank}/{world_size}]', encoding=encoding)
+               desc=f'{desc} [{rank}/{world_size}]', encoding=encoding, fingerprint=fingerprint)
     return target
 
 

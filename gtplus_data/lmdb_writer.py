@@ -24,7 +24,7 @@ basicsr's readers and :func:`gtplus_data.image_util.decode_image` return the sam
       in-memory step, against 1.2x with 2 workers (README, "Training step, LMDB vs in-memory"). basicsr's own
       readers decode it whole with ``cv2.imdecode``, as any BMP.
 A database never mixes encodings: values of another encoding are refused, and so is resuming a partial database
-with another encoding than it was started with.
+with another encoding (or PNG compress level) than it was started with.
 
 16-bit inputs are stored as 8 bits: BasicSR's ``imfrombytes(..., float32=True)`` divides by 255, so 16-bit values
 would be read wrongly, and 8 bits keep every database uniform. Gray and RGBA inputs arrive as RGB (see
@@ -33,6 +33,16 @@ would be read wrongly, and 8 bits keep every database uniform. Gray and RGBA inp
 Guarantees:
     * Resumable: keys already in the database are skipped. Puts are committed in small batches, so a run killed
       (even by SIGKILL) keeps every committed key.
+    * Resumed only as started: a partial database records, in the same transactions as its values, how it is being
+      made: its encoding and compress level, and, where the caller gives a ``fingerprint``, what each value was made
+      from (``gtplus make-lmdb``: the input file's size and modification time). Resuming with another encoding or
+      compress level is refused, and so is resuming after inputs were deleted or changed: the error names them and
+      says to rerun with ``--overwrite`` (redoing only the changed keys would leave a database whose keys came
+      from two versions of the inputs' folder). The record is a named sub-database (``gtplus.resume``, a name no
+      image key can take), dropped by ``finalize``: a complete database holds only the images.
+    * Damaged outputs are refused: resuming into a truncated or corrupt ``data.mdb`` is a one-line ValueError (see
+      :mod:`gtplus_data.lmdb_check`), never a SIGBUS; a failed write (a full disk) is an OSError naming the
+      database, and what was committed before stays resumable.
     * Atomic: ``meta_info.txt`` is written last (temporary file + ``os.replace``). A database without it is
       incomplete; readers refuse it and a rerun completes it.
     * Safe: an existing complete output is refused unless ``overwrite=True``.
@@ -47,11 +57,14 @@ import re
 import shutil
 import struct
 
-from gtplus_data.image_source import close_lmdb_readonly
+from gtplus_data.atomic_file import atomic_write
+from gtplus_data.image_source import close_lmdb_readonly, name_list
 from gtplus_data.image_util import encode_image
-from gtplus_data.side_file import atomic_write_text
+from gtplus_data.lmdb_check import DATA_FILE, check_lmdb_file
 
 META_INFO = 'meta_info.txt'
+RESUME_RECORD = b'gtplus.resume'  # named sub-database of a partial LMDB: how it is being made (see the docstring)
+FORMAT_ENTRY = b'.format'  # in RESUME_RECORD: 'ENCODING LEVEL'; the other entries are key -> fingerprint
 DEFAULT_MAP_SIZE = 1 << 30  # a sparse file on Linux: only used pages take disk space
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> channels as decoded by OpenCV
@@ -148,37 +161,61 @@ class LmdbWriter:
         map_size (int | None): initial LMDB map size in bytes (default 1 GiB); doubled whenever it fills up.
         commit_every (int): puts per transaction, i.e. the most a kill can lose.
         encoding (str): 'png' (compact) or 'bmp' (fast to decode, ~3 bytes per pixel); see the module docstring.
+        keys (list[str] | None): every key this run will write, when known: resuming a partial database that holds
+            other keys (inputs deleted since it was started) is refused.
+        fingerprint (callable | None): key -> (name, stamp), what the value of ``key`` is made from: ``name`` is
+            shown in messages (a file path), ``stamp`` (str) is recorded with the value and compared on resume
+            (e.g. :meth:`gtplus_data.image_source.ImageSource.fingerprint`: size and modification time).
 
     Raises:
-        ValueError: for an unknown encoding, or when resuming a partial database written in another encoding.
+        ValueError: for an unknown encoding; when resuming a partial database written with another encoding or
+            compress level, from inputs that changed since (naming them), or one whose data.mdb is truncated or
+            damaged.
     """
 
-    def __init__(self, out_path, overwrite=False, compress_level=1, map_size=None, commit_every=8, encoding='png'):
+    def __init__(self, out_path, overwrite=False, compress_level=1, map_size=None, commit_every=8, encoding='png',
+                 keys=None, fingerprint=None):
         import lmdb
         self.out_path = str(out_path)
         self.encoding = check_encoding(encoding)
+        self.env, self._pending = None, {}
         close_lmdb_readonly(self.out_path)  # py-lmdb allows one environment per path and process
         self.compress_level = int(compress_level) if encoding == 'png' else 0
         self.commit_every = int(commit_every)
+        self.fingerprint = fingerprint
         if overwrite and osp.exists(self.out_path):
             shutil.rmtree(self.out_path)
         refuse_complete(self.out_path)
+        if osp.isfile(osp.join(self.out_path, DATA_FILE)):
+            check_lmdb_file(self.out_path)  # a truncated file would SIGBUS the first read below
         os.makedirs(self.out_path, exist_ok=True)
-        self.env = lmdb.open(self.out_path, map_size=map_size or DEFAULT_MAP_SIZE, meminit=False)
         try:
-            self._check_resumed_encoding()
+            self.env = lmdb.open(self.out_path, map_size=map_size or DEFAULT_MAP_SIZE, meminit=False, max_dbs=1)
+            self.record = self.env.open_db(RESUME_RECORD)
+            with self.env.begin() as txn:
+                self._done = {bytes(k).decode('ascii') for k in txn.cursor().iternext(values=False)
+                              if bytes(k) != RESUME_RECORD}
+                self._check_resumed_format(txn)
+                if keys is not None:
+                    self._check_resumed_inputs(txn, keys)
+        except lmdb.Error as err:
+            self.close()
+            raise ValueError(f'cannot resume {self.out_path}: {str(err).splitlines()[0]} (a damaged partial '
+                             'database?); pass --overwrite to start again') from None
         except ValueError:
-            self.env.close()
+            self.close()
             raise
-        with self.env.begin() as txn:
-            self._done = {bytes(k).decode('ascii') for k in txn.cursor().iternext(values=False)}
-        self._pending = {}
 
-    def _check_resumed_encoding(self):
-        """Refuse to resume a partial database whose values are of another encoding (never mix encodings)."""
-        with self.env.begin(buffers=True) as txn:
+    def _check_resumed_format(self, txn):
+        """Refuse to resume a partial database of another encoding or compress level (never mix them)."""
+        recorded = txn.get(FORMAT_ENTRY, db=self.record)
+        if recorded is not None:
+            found, level = recorded.decode('ascii').split()
+        else:  # nothing committed yet, or a partial database of an older gtplus: its values tell the encoding
             cursor = txn.cursor()
-            found = value_encoding(cursor.value()) if cursor.first() else self.encoding
+            values = (value for key, value in cursor if bytes(key) != RESUME_RECORD)
+            first = next(values, None)
+            found, level = (self.encoding if first is None else value_encoding(first)), None
         if found is None:
             raise ValueError(f'cannot resume {self.out_path}: its partial data is not PNG or BMP (pass --overwrite to '
                              'start again)')
@@ -186,6 +223,29 @@ class LmdbWriter:
             raise ValueError(f'cannot resume {self.out_path} with encoding {self.encoding!r}: its partial data is '
                              f'{found!r} and a database never mixes encodings (resume with --encoding {found}, or '
                              'pass --overwrite to start again)')
+        if level is not None and int(level) != self.compress_level:
+            raise ValueError(f'cannot resume {self.out_path} with --compress-level {self.compress_level}: its partial '
+                             f'data was written at level {level} and a database never mixes compress levels (resume '
+                             f'with --compress-level {level}, or pass --overwrite to start again)')
+
+    def _check_resumed_inputs(self, txn, keys):
+        """Refuse to resume a partial database made from inputs that were deleted or changed since, naming them."""
+        wanted = set(keys)
+        deleted, changed = [], []
+        for key in sorted(self._done):
+            recorded = txn.get(key.encode('ascii'), db=self.record)
+            name, _, stamp = (recorded or b'').decode('utf-8').partition('\0')
+            if key not in wanted:
+                deleted.append(name or key)
+            elif recorded is not None and self.fingerprint is not None:
+                current_name, current_stamp = self.fingerprint(key)
+                if current_stamp != stamp:
+                    changed.append(current_name)
+        found = '; '.join(f'{what}: {name_list(names)}' for what, names in (('deleted', deleted), ('changed', changed))
+                          if names)
+        if found:
+            raise ValueError(f'cannot resume {self.out_path}: its inputs changed since it was started ({found}); rerun '
+                             'with --overwrite to start again')
 
     def __enter__(self):
         return self
@@ -222,44 +282,68 @@ class LmdbWriter:
             raise ValueError(f'key {key!r}: {error}') from None
         if shape is not None and tuple(shape) != actual:
             raise ValueError(f'key {key!r}: given shape {tuple(shape)} but the {self.encoding.upper()} is {actual}')
-        self._pending[key] = bytes(data)
+        origin = None
+        if self.fingerprint is not None:
+            name, stamp = self.fingerprint(key)
+            origin = f'{name}\0{stamp}'.encode('utf-8')
+        self._pending[key] = (bytes(data), origin)
         if len(self._pending) >= self.commit_every:
             self.commit()
 
     def commit(self):
-        """Make pending puts durable (one transaction), growing the map when it is full."""
+        """Make pending puts durable (one transaction, with their record), growing the map when it is full.
+
+        Raises:
+            OSError: naming the database, if LMDB cannot write (a full disk); earlier commits stay resumable.
+        """
         import lmdb
         while self._pending:
             try:
                 with self.env.begin(write=True) as txn:
-                    for key, data in self._pending.items():
+                    txn.put(FORMAT_ENTRY, f'{self.encoding} {self.compress_level}'.encode('ascii'), db=self.record)
+                    for key, (data, origin) in self._pending.items():
                         txn.put(key.encode('ascii'), data)
+                        if origin is not None:
+                            txn.put(key.encode('ascii'), origin, db=self.record)
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()['map_size'] * 2)
                 continue
+            except lmdb.Error as err:
+                raise OSError(f'cannot write LMDB {self.out_path}: {str(err).splitlines()[0]}') from None
             self._done.update(self._pending)
             self._pending = {}
 
     def finalize(self):
-        """Commit, then write meta_info.txt (sorted keys) last and atomically.
+        """Commit, drop the resume record, then write meta_info.txt (sorted keys) last and atomically.
 
         Returns:
             int: the number of images in the database.
         """
+        import lmdb
         self.commit()
-        with self.env.begin(buffers=True) as txn:  # memoryviews: only the image headers' pages are touched
-            lines = [f'{bytes(key).decode("ascii")}.{self.encoding} ({h},{w},{c}) {self.compress_level}\n'
-                     for key, value in txn.cursor() for h, w, c in [value_shape(value, self.encoding)]]
-        self.env.sync(True)
-        atomic_write_text(osp.join(self.out_path, META_INFO), ''.join(sorted(lines)))
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.drop(self.record, delete=True)
+            with self.env.begin(buffers=True) as txn:  # memoryviews: only the image headers' pages are touched
+                lines = [f'{bytes(key).decode("ascii")}.{self.encoding} ({h},{w},{c}) {self.compress_level}\n'
+                         for key, value in txn.cursor() for h, w, c in [value_shape(value, self.encoding)]]
+            self.env.sync(True)
+        except lmdb.Error as err:
+            raise OSError(f'cannot write LMDB {self.out_path}: {str(err).splitlines()[0]}') from None
+        atomic_write(osp.join(self.out_path, META_INFO), ''.join(sorted(lines)))
         return len(lines)
 
     def close(self):
-        """Commit what is pending and close the environment (the database stays incomplete until finalize)."""
+        """Commit what is pending and close the environment (the database stays incomplete until finalize).
+
+        The environment is closed even when the commit fails (a full disk), so the path can be opened again.
+        """
         if self.env is not None:
-            self.commit()
-            self.env.close()
-            self.env = None
+            try:
+                self.commit()
+            finally:
+                self.env.close()
+                self.env = None
 
 
 def _put_all(writer, items, total, desc):
@@ -296,20 +380,39 @@ def write_images(out_path, items, overwrite=False, compress_level=1, map_size=No
 
 
 def write_keys(out_path, keys, load, overwrite=False, compress_level=1, map_size=None, desc='write lmdb',
-               encoding='png'):
+               encoding='png', fingerprint=None):
     """Write ``load(key)`` for every key not yet in ``out_path``, then complete it (meta_info last).
 
     Args:
         out_path (str): the LMDB folder.
-        keys (list[str]): the keys to write.
+        keys (list[str]): the keys to write; resuming a partial database that holds others is refused.
         load (callable): key -> (H, W, 3) RGB image or bytes of ``encoding``. Called only for keys not written yet,
             so a rerun after a kill loads only the rest.
         overwrite, compress_level, map_size, desc, encoding: as in :func:`write_images`.
+        fingerprint (callable | None): key -> (name, stamp) of what its value is made from; see :class:`LmdbWriter`.
 
     Returns:
         int: number of images in the database.
     """
-    with LmdbWriter(out_path, overwrite, compress_level, map_size, encoding=encoding) as writer:
+    with LmdbWriter(out_path, overwrite, compress_level, map_size, encoding=encoding, keys=keys,
+                    fingerprint=fingerprint) as writer:
         todo = [key for key in keys if not writer.has(key)]
         _put_all(writer, ((key, load(key)) for key in todo), len(todo), desc)
         return writer.finalize()
+
+
+def check_resume(out_path, keys, compress_level=1, encoding='png', fingerprint=None):
+    """Raise now what resuming the partial LMDB ``out_path`` would raise (see :class:`LmdbWriter`): for tools that
+    validate their inputs in a long pass before writing. Returns at once when there is no partial database.
+
+    Args:
+        out_path (str): the LMDB folder.
+        keys, fingerprint: what the run will write and how its values are made (see :class:`LmdbWriter`).
+        compress_level, encoding: the run's settings.
+
+    Raises:
+        ValueError: as :class:`LmdbWriter` (another encoding or compress level, changed inputs, a damaged file).
+    """
+    if is_complete(out_path) or not osp.isfile(osp.join(out_path, DATA_FILE)):
+        return
+    LmdbWriter(out_path, compress_level=compress_level, encoding=encoding, keys=keys, fingerprint=fingerprint).close()

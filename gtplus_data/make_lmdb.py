@@ -2,15 +2,18 @@
 
 Every input image of this rank's share is decoded first; any unreadable one (corrupt, truncated, empty, not an
 image) or, in paired mode, any unmatched key or inconsistent size is reported by key and path, and nothing is
-written. Values are stored as 8-bit PNG, or uncompressed BMP with ``encoding='bmp'`` (fast to decode, for training
-sets; see :mod:`gtplus_data.lmdb_writer` for the format, the encodings and the guarantees).
+written. A partial output (a killed run) is resumed only with the settings it was started with and only if no
+input it already holds was deleted or changed since (each input file's size and modification time are recorded);
+otherwise the error names the files and says to rerun with ``--overwrite``. Values are stored as 8-bit PNG, or
+uncompressed BMP with ``encoding='bmp'`` (fast to decode, for training sets; see :mod:`gtplus_data.lmdb_writer`
+for the format, the encodings and the guarantees).
 """
 import os.path as osp
 
 from gtplus_data.image_source import describe_key_mismatch, input_source
 from gtplus_data.image_util import ImageReadError
-from gtplus_data.lmdb_shards import dist_rank_world, merge_shards, shard_keys, write_sharded
-from gtplus_data.lmdb_writer import check_encoding, check_key, refuse_complete
+from gtplus_data.lmdb_shards import dist_rank_world, merge_shards, rank_output, shard_keys, write_sharded
+from gtplus_data.lmdb_writer import check_encoding, check_key, check_resume, refuse_complete
 
 
 def validate_images(source, keys, desc='validate'):
@@ -26,17 +29,20 @@ def validate_images(source, keys, desc='validate'):
 
     Raises:
         ImageReadError: listing every unreadable image (or unusable key) by path, one per line.
+        ValueError: at once, for a damaged input LMDB (every key would fail alike).
     """
     from tqdm import tqdm
     shapes, errors = {}, []
     for key in tqdm(keys, desc=desc, unit='img', disable=None):
         try:
             check_key(key)
+        except ValueError as error:  # a key that basicsr's meta_info cannot list
+            errors.append(f'{error}: {source.describe(key)}')
+            continue
+        try:
             shapes[key] = source.read(key).shape
         except ImageReadError as error:  # names the path already
             errors.append(str(error))
-        except ValueError as error:  # a key that basicsr's meta_info cannot list
-            errors.append(f'{error}: {source.describe(key)}')
     if errors:
         raise ImageReadError(f'{len(errors)} bad image(s) in {source.path}, nothing written:\n  ' +
                              '\n  '.join(errors))
@@ -58,10 +64,19 @@ def check_pair_sizes(lq_shapes, gt_shapes, scale):
                          f'{", ".join(bad[:10])}{more}')
 
 
+def check_resumable(source, out_path, rank, world_size, overwrite, compress_level, encoding):
+    """Refuse, before the validation pass, to resume this rank's partial output of ``source`` with other settings or
+    after inputs were deleted or changed (see :class:`gtplus_data.lmdb_writer.LmdbWriter`)."""
+    if not overwrite:
+        check_resume(rank_output(out_path, rank, world_size), shard_keys(source.keys, rank, world_size),
+                     compress_level, encoding, source.fingerprint)
+
+
 def _write_source(source, out_path, rank, world_size, overwrite, compress_level, encoding):
-    """Write this rank's share of ``source`` (already validated) as its part of ``out_path``."""
+    """Write this rank's share of ``source`` (already validated) as its part of ``out_path``, recording each input
+    file's size and modification time (a resume after they changed is refused)."""
     return write_sharded(out_path, source.keys, source.read, rank, world_size, overwrite, compress_level,
-                         desc=osp.basename(out_path.rstrip('/')), encoding=encoding)
+                         desc=osp.basename(out_path.rstrip('/')), encoding=encoding, fingerprint=source.fingerprint)
 
 
 def folder_to_lmdb(in_path, out_path, overwrite=False, compress_level=1, rank=None, world_size=None,
@@ -84,6 +99,7 @@ def folder_to_lmdb(in_path, out_path, overwrite=False, compress_level=1, rank=No
     source = input_source(in_path)
     if not overwrite:
         refuse_complete(out_path)
+    check_resumable(source, out_path, rank, world_size, overwrite, compress_level, encoding)
     keys = shard_keys(source.keys, rank, world_size)
     validate_images(source, keys)
     return _write_source(source, out_path, rank, world_size, overwrite, compress_level, encoding)
@@ -114,6 +130,8 @@ def paired_folders_to_lmdb(lq_path, gt_path, out_prefix, scale=1, overwrite=Fals
     mismatch = describe_key_mismatch(lq_source.keys, gt_source.keys, f'LQ {lq_path}', f'GT {gt_path}')
     if mismatch:  # cheap check before decoding anything
         raise ValueError(f'LQ and GT keys differ, nothing written: {mismatch}')
+    for source, out in ((lq_source, lq_out), (gt_source, gt_out)):
+        check_resumable(source, out, rank, world_size, overwrite, compress_level, encoding)
     keys = shard_keys(gt_source.keys, rank, world_size)
     lq_shapes = validate_images(lq_source, keys, 'validate LQ')
     gt_shapes = validate_images(gt_source, keys, 'validate GT')

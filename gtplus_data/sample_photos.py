@@ -47,6 +47,7 @@ def write_sample_photos(out_dir):
     """
     from tqdm import tqdm
 
+    from gtplus_data.atomic_file import atomic_write
     from gtplus_data.image_util import encode_png
     os.makedirs(out_dir, exist_ok=True)
     paths = []
@@ -54,8 +55,6 @@ def write_sample_photos(out_dir):
         path = osp.join(out_dir, f'{name}.png')
         data = encode_png(load_sample_photo(name), compress_level=3)
         if not osp.isfile(path) or open(path, 'rb').read() != data:
-            with open(f'{path}.tmp', 'wb') as f:
-                f.write(data)
-            os.replace(f'{path}.tmp', path)  # a killed run never leaves half a PNG under the final name
+            atomic_write(path, data)  # a killed run never leaves half a PNG under the final name
         paths.append(path)
     return paths

@@ -1,4 +1,5 @@
-"""Side files: per-key data that travels with an LMDB (or image folder), and the atomic text writes they share.
+"""Side files: per-key data that travels with an LMDB (or image folder), written atomically
+(:mod:`gtplus_data.atomic_file`).
 
 Layout: ``OUT.lmdb/<name>.json`` = ``{"format": "gtplus-side-file-1", "description": str,
 "records": {key: {field: value, ...}, ...}}``, keys sorted, written atomically. Writers may add top-level fields
@@ -6,27 +7,19 @@ Layout: ``OUT.lmdb/<name>.json`` = ``{"format": "gtplus-side-file-1", "descripti
 Known side files: ``quality_scores.json`` (:mod:`gtplus_models.tools.scoring`).
 """
 import json
-import os
 import os.path as osp
 import re
+
+from gtplus_data.atomic_file import atomic_write
 
 SIDE_FILE_FORMAT = 'gtplus-side-file-1'
 RESERVED_STEMS = ('meta_info', )  # BasicSR's own meta_info.txt lives beside the side files
 
 
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file, fsync and a rename (readers never see half a file)."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_json(path, payload):
-    """Write ``payload`` as indented JSON with sorted keys, atomically (see :func:`atomic_write_text`)."""
-    atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + '\n')
+    """Write ``payload`` as indented JSON with sorted keys, atomically (OSError naming ``path`` if it cannot be
+    written; see :func:`gtplus_data.atomic_file.atomic_write`)."""
+    atomic_write(path, json.dumps(payload, indent=1, sort_keys=True) + '\n')
 
 
 def side_file_path(lmdb_path, name):

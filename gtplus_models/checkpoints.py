@@ -227,12 +227,14 @@ def patch_basicsr_load_network():
     BaseModel.load_network = load_network
 
 
-def read_network_opt(path, key):
-    """A network mapping from a YAML file: either ``{type: ..., ...}`` or a basicsr option file's ``network_g``.
+def read_network_opt(path, key, block='network_g'):
+    """A network mapping from a YAML file: either ``{type: ..., ...}`` or an option file's ``block`` entry.
 
     Args:
         path (str): the YAML file (read with the safe loader).
         key (str): the flag or option key that named it, for errors.
+        block (str): the option key holding the mapping in a full option file (``network_synth`` for a
+            synthesizer YAML).
 
     Returns:
         dict: ``{'type': ..., **kwargs}``.
@@ -246,11 +248,11 @@ def read_network_opt(path, key):
     except yaml.YAMLError as err:
         reason = ' '.join(str(err).split())
         raise CheckpointError(f'{key}: {path} is not valid YAML ({reason})') from None
-    if isinstance(opt, dict) and 'type' not in opt and isinstance(opt.get('network_g'), dict):
-        opt = opt['network_g']
+    if isinstance(opt, dict) and 'type' not in opt and isinstance(opt.get(block), dict):
+        opt = opt[block]
     if not isinstance(opt, dict) or 'type' not in opt:
-        raise CheckpointError(f'{key}: {path} must hold a network mapping with a type (or a network_g entry)')
-    return opt
+        raise CheckpointError(f'{key}: {path} must hold a network mapping with a type (or a {block} entry)')
+    return dict(opt)
 
 
 def load_frozen_network(opt_path, weights_path, device, opt_key='network options', weights_key='weights',

@@ -48,6 +48,29 @@ def root_sizes(root, key_of=None):
     return sizes
 
 
+def check_lmdb_root(prefix, key, root):
+    """An LMDB root must be whole (a truncated ``data.mdb`` would kill the loader with SIGBUS) and hold every key
+    its ``meta_info.txt`` lists (basicsr reads the keys from there, so a missing one fails mid-training)."""
+    import lmdb
+
+    from gtplus_data.image_source import open_lmdb_readonly, read_meta_info_keys
+    from gtplus_data.lmdb_check import check_lmdb_file
+    check_lmdb_file(root)
+    if not osp.isfile(osp.join(root, 'meta_info.txt')):
+        raise ValueError(f'{prefix}.{key} ({root}) has no meta_info.txt: an unfinished LMDB (rerun the tool that '
+                         'wrote it)')
+    try:
+        with open_lmdb_readonly(root).begin() as txn:  # the shared environment: py-lmdb opens a path once
+            cursor = txn.cursor()  # set_key positions on a key without copying its (possibly large) value
+            missing = [k for k in read_meta_info_keys(root) if not cursor.set_key(k.encode())]
+    except lmdb.Error as err:
+        raise ValueError(f'{prefix}.{key} ({root}) cannot be read: {err}') from None
+    if missing:
+        more = f' (+{len(missing) - 5} more)' if len(missing) > 5 else ''
+        raise ValueError(f'{prefix}.{key} ({root}): meta_info.txt lists {len(missing)} key(s) the data does not hold: '
+                         f'{", ".join(missing[:5])}{more}')
+
+
 def _smallest(sizes):
     key = min(sizes, key=lambda k: min(sizes[k]))
     return key, sizes[key]
@@ -126,11 +149,16 @@ def check_datasets(opt, walk_datasets):
         walk_datasets (callable): ``(prefix, dataset) -> iterable of (key, mapping)``, the dataset and its nested
             ones (:func:`gtplus_models.options.walk_datasets`).
     """
+    from gtplus_data.image_source import is_lmdb_dir
     scale = opt.get('scale', 1)
     for phase, dataset in opt['datasets'].items():
         for prefix, entry in walk_datasets(f'datasets.{phase}', dataset):
             if (entry.get('io_backend') or {}).get('type', 'disk') not in ('disk', 'lmdb'):
                 continue
+            for key, roots in entry.items():
+                for root in (roots if isinstance(roots, list) else [roots]) if key.startswith('dataroot') else []:
+                    if isinstance(root, str) and is_lmdb_dir(osp.expanduser(root)):
+                        check_lmdb_root(prefix, key, osp.expanduser(root))
             check_meta_info_file(prefix, entry)
             check_pair(prefix, entry, entry.get('scale', scale), phase.split('_')[0])
 

@@ -9,7 +9,7 @@ snapshot), never into the synthesizer as a whole, so a snapshot is an ordinary s
 import os.path as osp
 import re
 
-from gtplus_models.checkpoints import CheckpointError, load_into, load_state_dict_file
+from gtplus_models.checkpoints import CheckpointError, load_into, load_state_dict_file, read_network_opt
 
 SYNTH_KEY = 'network_synth'
 _SNAPSHOT_NAME = re.compile(r'_epoch(\d+)\.pth$')
@@ -29,28 +29,9 @@ def snapshot_epoch(path):
 
 
 def read_synth_opt(path, key='--synth-opt'):
-    """The ``network_synth`` block of a YAML file (or a file holding the block itself: ``{type: ...}``).
-
-    Args:
-        path (str): the YAML file, read with the safe loader.
-        key (str): the flag or option key that named it, for errors.
-
-    Returns:
-        dict: ``{'type': ..., **kwargs}``.
-    """
-    import yaml
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{key}: {path} does not exist')
-    try:
-        with open(path) as f:
-            opt = yaml.safe_load(f)
-    except yaml.YAMLError as err:
-        raise ValueError(f'{key}: {path} is not valid YAML: {err}') from None
-    if isinstance(opt, dict) and 'type' not in opt and isinstance(opt.get(SYNTH_KEY), dict):
-        opt = opt[SYNTH_KEY]
-    if not isinstance(opt, dict) or 'type' not in opt:
-        raise ValueError(f'{key}: {path} must hold a {SYNTH_KEY} mapping with a type')
-    return dict(opt)
+    """The ``network_synth`` block of a YAML file (or a file holding the block itself: ``{type: ...}``), as
+    :func:`gtplus_models.checkpoints.read_network_opt` reads network blocks."""
+    return read_network_opt(path, key, SYNTH_KEY)
 
 
 def load_synthesizer(synth_opt, weights_path=None, device='cpu', opt_key=SYNTH_KEY, weights_key='--synth-weights'):

@@ -1,5 +1,5 @@
-"""Tiny image files for the gtplus_data tests (shared by test_image_source, test_lmdb_writer, test_make_lmdb_cli,
-test_datasets)."""
+"""Tiny image files and LMDBs for the gtplus_data tests (shared by test_image_source, test_lmdb_writer,
+test_make_lmdb_cli, test_datasets, test_lmdb_faults, test_write_failures), damaged LMDBs, and the CLI in process."""
 import os
 
 import cv2
@@ -50,6 +50,11 @@ def lmdb_items(path):
     return items
 
 
+def partial_keys(path):
+    """The image keys of a partial LMDB (no meta_info yet), without the writer's resume record."""
+    return sorted(key for key in lmdb_items(path) if '.' not in key)
+
+
 def read_text(path):
     with open(path) as f:
         return f.read()
@@ -63,3 +68,45 @@ class RunsCode:
 
     def __reduce__(self):
         return os.system, (f'touch {self.marker}', )
+
+
+LMDB_PAGE = 4096  # py-lmdb's page size on Linux x86-64
+
+
+def noise_lmdb(path, num=6, size=40):
+    """A complete LMDB of ``num`` random ``size``² images: ~5 KB values in overflow pages, as real images are."""
+    from gtplus_data.lmdb_writer import write_images
+    write_images(str(path), [(f'k{i}', random_rgb(i, size, size)) for i in range(num)])
+    return str(path)
+
+
+def truncate_lmdb(path, size):
+    """Cut ``path/data.mdb`` to ``size`` bytes (an int, or a function of the full size), as an interrupted copy
+    does; returns the data.mdb path."""
+    data_file = os.path.join(str(path), 'data.mdb')
+    size = size(os.path.getsize(data_file)) if callable(size) else size
+    with open(data_file, 'r+b') as f:
+        f.truncate(size)
+    return data_file
+
+
+def corrupt_lmdb_root(path):
+    """Clear the page flags of the main tree's root page: reads then fail with MDB_CORRUPTED (an lmdb.Error)."""
+    import struct
+    with open(os.path.join(str(path), 'data.mdb'), 'r+b') as f:
+        metas = []
+        for meta in (0, LMDB_PAGE):  # MDB_meta after the 16-byte page header: main root at 112, txnid at 128
+            f.seek(meta + 16)
+            raw = f.read(136)
+            metas.append(struct.unpack_from('<Q', raw, 128) + struct.unpack_from('<Q', raw, 112))
+        root = max(metas)[1]
+        f.seek(root * LMDB_PAGE + 10)
+        f.write(b'\0\0')
+    return str(path)
+
+
+def gtplus(capsys, *args):
+    """``gtplus ARGS`` in process: (exit code, the CLI's own stderr lines; tqdm's progress bars share stderr)."""
+    from gtplus_models.cli import main
+    code = main([str(a) for a in args])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith('gtplus ')]

@@ -6,6 +6,7 @@ installed ``gtplus`` instead (a fault that could kill the interpreter, such as a
 pytest down with it).
 """
 import os
+import shutil
 from collections import namedtuple
 
 import cv2
@@ -15,6 +16,7 @@ import torch
 import yaml
 
 from conftest import TINY_MSRRESNET, make_paired_pngs, run_cli, sr_train_options, write_yaml
+from data_helpers import LMDB_PAGE, corrupt_lmdb_root, noise_lmdb, truncate_lmdb
 
 TINY_ORNET = {'type': 'ORNet', 'width': 4, 'enc_blk_nums': [1, 1], 'middle_blk_num': 1, 'dec_blk_nums': [1, 1]}
 TINY_CFMG = {'type': 'CFMG', 'num_sources': 3, 'width': 4, 'num_levels': 2, 'hidden': 8}
@@ -104,6 +106,28 @@ def lmdb_pair_missing_one(tmp_path, world):
     return {'opt': write_yaml(tmp_path / 'bad.yml', opt)}
 
 
+def add_ghost_key(lmdb_path):
+    """List a key in meta_info.txt that the data does not hold."""
+    with open(os.path.join(lmdb_path, 'meta_info.txt'), 'a') as f:
+        f.write('ghost.png (32,32,3) 1\n')
+
+
+def train_lmdb_pair(change):
+    """A setup: the pair as LMDBs under {out}/.. ({gt_lmdb} changed by ``change(path)``) and a train file reading
+    them."""
+    def setup(tmp_path, world):
+        from gtplus_data.make_lmdb import paired_folders_to_lmdb
+        prefix = str(tmp_path / 'out' / '..' / 'pair')
+        paired_folders_to_lmdb(world['lq'], world['gt'], prefix, scale=4)
+        gt, lq = prefix + '_gt.lmdb', prefix + '_lq.lmdb'
+        change(gt)
+        opt = sr_train_options(gt, lq, dict(TINY_MSRRESNET), total_iter=2)
+        for phase in ('train', 'val'):
+            opt['datasets'][phase]['io_backend'] = {'type': 'lmdb'}
+        return {'opt': write_yaml(tmp_path / 'bad.yml', opt)}
+    return setup
+
+
 def with_roots(roots_setup, mutate=lambda opt, world: None):
     """A train_yaml setup on the roots ``roots_setup(tmp_path, world)`` returns."""
     def setup(tmp_path, world):
@@ -135,6 +159,51 @@ def yaml_for_test(mutate):
 
 
 TRAIN = ['train', '-opt', '{opt}']
+
+
+def noise_lmdb_setup(cut=None, change=None):
+    """A setup: a complete LMDB of noise images ({lmdb}), then data.mdb cut to ``cut`` bytes or ``change(path)``."""
+    def setup(tmp_path, world):
+        path = noise_lmdb(tmp_path / 'noise.lmdb', num=3)
+        if cut is not None:
+            truncate_lmdb(path, cut)
+        if change is not None:
+            change(path)
+        return {'lmdb': path}
+    return setup
+
+
+def partial_lmdb(change=None):
+    """A setup: make-lmdb's partial output ({partial}, no meta_info) of a copy of the world's images ({inputs}), as a
+    kill leaves it, then ``change(inputs, partial)``."""
+    def setup(tmp_path, world):
+        from gtplus_data.image_source import ImageSource
+        from gtplus_data.lmdb_writer import LmdbWriter
+        inputs = shutil.copytree(world['images'], str(tmp_path / 'inputs'))
+        partial = str(tmp_path / 'partial.lmdb')
+        source = ImageSource(inputs)
+        with LmdbWriter(partial, fingerprint=source.fingerprint) as writer:
+            for key in source.keys:
+                writer.put_image(key, source.read(key))
+        if change is not None:
+            change(inputs, partial)
+        return {'inputs': inputs, 'partial': partial}
+    return setup
+
+
+def edit_img1(inputs, partial):
+    path = os.path.join(inputs, 'img1.png')
+    cv2.imwrite(path, np.full((24, 24, 3), 7, np.uint8))
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10 ** 9))  # a later edit, surely
+
+
+def stale_variant(tmp_path, world):
+    """{sr}: a folder where detail_usm.lmdb is complete, but made from another GT (a rerun would skip it)."""
+    from gtplus_data.lmdb_writer import write_images
+    write_images(str(tmp_path / 'sr' / 'detail_usm.lmdb'), [('other', np.zeros((24, 24, 3), np.uint8))])
+    return {'sr': str(tmp_path / 'sr')}
+
+
 REFINE = ['refine', '{images}', '{out}/r', '--ornet-opt', '{ornet_yml}', '--ornet-weights', '{ornet_pth}']
 
 RESTORER = REFINE + ['--restorer-opt', '{msrresnet_yml}', '--restorer-weights']
@@ -230,6 +299,10 @@ BAD_INPUTS = [
         train_yaml(meta_info_listing(['0000.png', 'nope.png']))),
     Row('train-lmdb-backend-on-folders', TRAIN, ['building datasets.train (PairedImageDataset', 'lmdb'],
         train_yaml(set_in('datasets.train.io_backend', {'type': 'lmdb'}))),
+    Row('train-truncated-lmdb', TRAIN, ['pair_gt.lmdb/data.mdb is truncated'],
+        train_lmdb_pair(lambda gt: truncate_lmdb(gt, lambda full: full // 2)), subprocess=True),
+    Row('train-meta-info-key-not-in-lmdb', TRAIN, ['datasets.train.dataroot_gt', 'the data does not hold: ghost'],
+        train_lmdb_pair(add_ghost_key)),
     # test
     Row('test-missing-dataroot', ['test', '-opt', '{opt}'], ['datasets.test_1.dataroot_lq', '{out}/nope'],
         yaml_for_test(lambda opt, w: opt['datasets']['test_1'].update(dataroot_lq=w['out'] + '/nope'))),
@@ -350,6 +423,40 @@ BAD_INPUTS = [
     Row('train-pretrain-of-another-network', ['train', '-opt', '{opt}'],
         ["path.pretrain_network_g ({ornet_pth}) holds 100 tensors, none of which match MSRResNet's 14"],
         train_yaml(lambda opt, world: opt['path'].update(pretrain_network_g=world['ornet_pth']))),
+    # LMDB faults and resume
+    Row('score-truncated-lmdb', ['score', '{lmdb}', '--metrics', 'niqe'], ['{lmdb}/data.mdb is truncated'],
+        noise_lmdb_setup(cut=lambda full: full // 2), subprocess=True),
+    Row('refine-truncated-lmdb', ['refine', '{lmdb}', '{out}/r', '--ornet-opt', '{ornet_yml}', '--ornet-weights',
+                                  '{ornet_pth}'], ['{lmdb}/data.mdb is truncated: 4096 bytes'],
+        noise_lmdb_setup(cut=LMDB_PAGE), subprocess=True),
+    Row('make-lmdb-truncated-lmdb', ['make-lmdb', '{lmdb}', '{out}/x.lmdb'], ['{lmdb}/data.mdb is truncated'],
+        noise_lmdb_setup(cut=lambda full: full - LMDB_PAGE), subprocess=True),
+    Row('super-resolve-gt-truncated-lmdb', ['super-resolve-gt', '{lmdb}', '{out}/sr', '--detail-sweep', 'usm'],
+        ['{lmdb}/data.mdb is truncated: 0 bytes'], noise_lmdb_setup(cut=0), subprocess=True),
+    Row('enhance-gt-truncated-lmdb', ['enhance-gt', '{lmdb}', '{out}/e.lmdb', '--variants', '{images}', '{images}',
+                                      '--cfmg-opt', '{cfmg_yml}', '--cfmg-weights', '{cfmg_pth}'],
+        ['{lmdb}/data.mdb is truncated'], noise_lmdb_setup(cut=2 * LMDB_PAGE + 100), subprocess=True),
+    Row('make-lmdb-resume-truncated-output', ['make-lmdb', '{inputs}', '{partial}'],
+        ['{partial}/data.mdb is truncated'],
+        partial_lmdb(lambda inputs, partial: truncate_lmdb(partial, 2 * LMDB_PAGE + 100)), subprocess=True),
+    Row('make-lmdb-corrupt-lmdb', ['make-lmdb', '{lmdb}', '{out}/x.lmdb'],
+        ["cannot read LMDB {lmdb} (key 'k0'): mdb_get: MDB_CORRUPTED"],
+        noise_lmdb_setup(change=corrupt_lmdb_root)),
+    Row('score-not-an-lmdb', ['score', '{lmdb}', '--metrics', 'niqe'], ['{lmdb}/data.mdb is not an LMDB data file'],
+        noise_lmdb_setup(change=lambda path: open(os.path.join(path, 'data.mdb'), 'wb').write(b'text\n' * 2000))),
+    Row('make-lmdb-resume-deleted-input', ['make-lmdb', '{inputs}', '{partial}'],
+        ['cannot resume {partial}: its inputs changed since it was started (deleted: {inputs}/img0.png)',
+         'rerun with --overwrite'], partial_lmdb(lambda inputs, partial: os.remove(os.path.join(inputs, 'img0.png')))),
+    Row('make-lmdb-resume-edited-input', ['make-lmdb', '{inputs}', '{partial}'],
+        ['{partial}', '(changed: {inputs}/img1.png)', '--overwrite'], partial_lmdb(edit_img1)),
+    Row('make-lmdb-resume-other-compress-level', ['make-lmdb', '{inputs}', '{partial}', '--compress-level', '5'],
+        ['cannot resume {partial} with --compress-level 5: its partial data was written at level 1',
+         'resume with --compress-level 1'], partial_lmdb()),
+    Row('make-lmdb-resume-other-encoding', ['make-lmdb', '{inputs}', '{partial}', '--encoding', 'bmp'],
+        ["cannot resume {partial} with encoding 'bmp': its partial data is 'png'"], partial_lmdb()),
+    Row('super-resolve-gt-complete-variant-of-another-gt',
+        ['super-resolve-gt', '{images}', '{sr}', '--detail-sweep', 'usm', 'wiener'],
+        ['{sr}/detail_usm.lmdb is complete but was not made from this GT', '--overwrite'], stale_variant),
     # synthesizer models
     Row('train-synth-without-snapshot', TRAIN, ['path.pretrain_network_synth is required',
                                                 'UndertrainedReconstructionSynthesizer'], synthesized_sr()),
@@ -362,6 +469,17 @@ BAD_INPUTS = [
         ['datasets.train.gt_size is 18, not a multiple of scale 4'],
         synthesized_sr({'type': 'BicubicSynthesizer', 'scale': 4}, gt_size=18)),
 ]
+
+
+def console_to_current_stderr():
+    """basicsr's console handler keeps the stream it was made with: an earlier test's capture, closed since. Point it
+    at this test's stderr, or a row that logs before failing shows a logging traceback that is not the tool's."""
+    import logging
+    import sys
+    for name in ('basicsr', ''):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr  # not setStream(): it flushes the old stream, which is closed
 
 
 def fill(argv, values):
@@ -383,6 +501,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(row, world, tmp_path, m
         code, stderr = proc.returncode, proc.stderr
     else:
         from gtplus_models.cli import main
+        console_to_current_stderr()
         code = main(argv)
         stderr = capsys.readouterr().err
     assert code == 2, stderr

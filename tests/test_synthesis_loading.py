@@ -13,7 +13,7 @@ def test_block_from_a_synth_yaml_or_a_training_option_file(tmp_path):
     (tmp_path / 'bare.yml').write_text(yaml.safe_dump(block))
     (tmp_path / 'other.yml').write_text(yaml.safe_dump({'network_g': {'type': 'MSRResNet'}}))
     assert read_synth_opt(str(tmp_path / 'synth.yml')) == block == read_synth_opt(str(tmp_path / 'bare.yml'))
-    with pytest.raises(ValueError, match='other.yml must hold a network_synth mapping'):
+    with pytest.raises(ValueError, match='other.yml must hold a network mapping with a type \\(or a network_synth entry'):
         read_synth_opt(str(tmp_path / 'other.yml'))
     with pytest.raises(FileNotFoundError, match='--synth-opt: .*none.yml does not exist'):
         read_synth_opt(str(tmp_path / 'none.yml'))

@@ -11,7 +11,11 @@ def add_arguments(parser):
     parser.add_argument('--lq', help='LQ image folder (paired mode, with --gt)')
     parser.add_argument('--gt', help='GT image folder (paired mode, with --lq)')
     parser.add_argument('--scale', type=int, default=1, help='paired mode: GT size = scale x LQ size (default 1)')
-    parser.add_argument('--overwrite', action='store_true', help='replace a complete output')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace a complete output, or start a partial one again. Without it a rerun resumes a '
+                        'partial output (a killed run), but only with the --encoding and --compress-level it was '
+                        'started with and only if no input it already holds was deleted or edited since (each '
+                        "input's size and modification time are recorded); otherwise it stops, naming them")
     parser.add_argument('--compress-level', type=int, default=1, choices=range(10), metavar='0-9',
                         help='PNG compression level (default 1, as BasicSR; not used by --encoding bmp)')
     parser.add_argument('--encoding', choices=('png', 'bmp'), default='png',

@@ -21,7 +21,10 @@ def add_arguments(parser):
     add_enhancer_arguments(parser)
     parser.add_argument('--colour-align', choices=['none', 'adain', 'wavelet'], default='none')
     parser.add_argument('--tile', type=int, default=0, help='tile size for the arch enhancer (0: whole image)')
-    parser.add_argument('--overwrite', action='store_true', help='replace complete outputs')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace complete outputs. Without it a rerun skips the variants already complete, '
+                        'resumes the one a killed run was writing (only if the GT images it holds are unchanged) and '
+                        'writes the rest; with every variant complete it is refused')
     add_shard_arguments(parser, 'merge the shards written by all ranks (and write the preview), then stop')
     parser.add_argument('--preview', type=int, default=4,
                         help='images in OUT_DIR/preview.png (GT and variants, whole and centre-zoomed; 0: none)')

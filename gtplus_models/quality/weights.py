@@ -50,13 +50,13 @@ def niqe_params_path(cache_dir=None):
     """
     import basicsr.metrics
     import scipy.io
+
+    from gtplus_data.atomic_file import atomic_output
     path = osp.join(cache_dir or gtplus_cache_dir(), 'niqe_pris_params_basicsr.mat')
     if not osp.isfile(path):
         params = np.load(osp.join(osp.dirname(basicsr.metrics.__file__), 'niqe_pris_params.npz'))
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp.mat'  # per process: concurrent first uses must not share a temp file
-        scipy.io.savemat(tmp, {'mu_prisparam': params['mu_pris_param'], 'cov_prisparam': params['cov_pris_param']})
-        os.replace(tmp, path)
+        with atomic_output(path) as f:  # a per-process temporary: concurrent first uses never share one
+            scipy.io.savemat(f, {'mu_prisparam': params['mu_pris_param'], 'cov_prisparam': params['cov_pris_param']})
     return path
 
 

@@ -5,13 +5,14 @@ rerun resumes. Training stages run ``python -m gtplus_models.train --auto_resume
 ``quickstart/templates/<pipeline>/<name>.yml`` with ``${OUT}`` filled in (written to ``OUT/options/<name>.yml``),
 exactly as a user would run them.
 """
-import os
 import os.path as osp
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from gtplus_data.atomic_file import atomic_write
 
 TEMPLATES = osp.join(osp.dirname(osp.abspath(__file__)), 'templates')
 MIN_PHOTO_SIZE = 128  # the CFMG and ORNet stages train on 128² crops
@@ -135,11 +136,7 @@ def fill_template(out, pipeline, name):
     header = (f'# Written by `gtplus quickstart` from gtplus_models/quickstart/templates/{pipeline}/{name}.yml.\n'
               f'# Its paths point into the quickstart folder {osp.abspath(out)}; copy it and change them for your data.\n')
     text = header + text
-    path = osp.join(out, 'options', f'{name}.yml')
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write(text)
-    return path
+    return atomic_write(osp.join(out, 'options', f'{name}.yml'), text)
 
 
 def network_opt(out, pipeline, name, key='network_g'):

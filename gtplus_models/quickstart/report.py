@@ -11,6 +11,7 @@ import os.path as osp
 import numpy as np
 import torch
 
+from gtplus_data.atomic_file import atomic_write
 from gtplus_data.image_util import image_to_tensor, to_uint8
 
 METRICS = {
@@ -175,7 +176,5 @@ def report_markdown(report, title):
 
 def write_report(out, report, title):
     """OUT/report.json and OUT/report.md."""
-    with open(osp.join(out, 'report.json'), 'w') as f:
-        json.dump(report, f, indent=1)
-    with open(osp.join(out, 'report.md'), 'w') as f:
-        f.write(report_markdown(report, title))
+    atomic_write(osp.join(out, 'report.json'), json.dumps(report, indent=1))
+    atomic_write(osp.join(out, 'report.md'), report_markdown(report, title))

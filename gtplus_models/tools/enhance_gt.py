@@ -76,7 +76,9 @@ def write_enhanced_gt(cfmg, gt_path, variant_paths, out_path, cond, overwrite=Fa
         gt, sources = read_sources(gt_source, variant_sources, key, device)
         return tensor_to_image(enhance(cfmg, gt, sources, cond)[0])
 
-    return write_sharded(out_path, gt_source.keys, load, rank, world_size, overwrite, desc=f'enhance c={cond:g}')
+    # The GT's fingerprints are recorded: resuming after the GT changed is refused (the variants follow the GT).
+    return write_sharded(out_path, gt_source.keys, load, rank, world_size, overwrite, desc=f'enhance c={cond:g}',
+                         fingerprint=gt_source.fingerprint)
 
 
 def source_names(variant_paths):

@@ -119,9 +119,13 @@ def write_enhancer_pairs(gt_path, out_prefix, scales, blur=None, noise=None, jpe
             rng = np.random.RandomState(key_seed(seed, key))
             return enhancer_pair(source.read(gt_key), scale, rng, **ranges)
 
-        written = [write_sharded(lq_path, list(origin), load_lq, rank, world_size, overwrite, desc='LQ pairs'),
+        def fingerprint(key):  # the GT image a pair is made from: resuming after it changed is refused
+            return source.fingerprint(origin[key][0])
+
+        written = [write_sharded(lq_path, list(origin), load_lq, rank, world_size, overwrite, desc='LQ pairs',
+                                 fingerprint=fingerprint),
                    write_sharded(gt_out, list(origin), lambda key: source.read(origin[key][0]), rank, world_size,
-                                 overwrite, desc='GT pairs')]
+                                 overwrite, desc='GT pairs', fingerprint=fingerprint)]
     if preview > 0 and is_complete(lq_path) and is_complete(gt_out):
         sources = [('LQ', ImageSource(lq_path)), ('GT', ImageSource(gt_out))]
         written.append(write_sources_preview(sources, f'{out_prefix}_preview.png', preview))

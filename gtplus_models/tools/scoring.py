@@ -29,6 +29,7 @@ import os.path as osp
 
 import numpy as np
 
+from gtplus_data.atomic_file import atomic_output
 from gtplus_data.image_source import input_source
 from gtplus_data.image_util import image_to_tensor
 from gtplus_data.side_file import SIDE_FILE_FORMAT, write_json
@@ -140,8 +141,8 @@ def plot_histograms(payload, path):
                                                    else ' (higher better)')
         axis.set_title(f'{name}{direction}, n={len(values)}', fontsize=9)
     fig.tight_layout()
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=80)
+    with atomic_output(path) as f:
+        fig.savefig(f, format='png', dpi=80)
     return path
 
 

@@ -3,7 +3,10 @@
 For each scale s: bicubic-upsample the GT by s, run the enhancer, optionally align its colours to the enhancer's
 input (AdaIN or wavelet), and resize back to the GT size (area). N scales give N variants. Each is written as its own
 LMDB (``OUT_DIR/sr_x<s>.lmdb``, same keys as the GT; ``--variant-name`` changes the name) through the one LMDB
-writer, so it is resumable, sharded by rank and atomic.
+writer, so it is resumable, sharded by rank and atomic. A rerun after a kill skips the variants already complete
+(logging each), resumes the one that was being written and writes the rest; a rerun with every variant complete is
+refused unless ``--overwrite``. The writer records each GT image's size and modification time (or an LMDB value's
+checksum), so resuming after the GT changed is refused too.
 
 Cost: a xs variant runs the enhancer on s²·H·W pixels (x4: 16 times the GT's time and activation memory).
 ``at_gt_size`` (``--at-gt-size``) gives the enhancer the GT itself instead (scale 1 does the same), for detail
@@ -26,12 +29,13 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+from basicsr.utils import get_root_logger
 from torch.nn import functional as F
 
 from gtplus_arch.colour_align import align_colour
 from gtplus_arch.detail_enhancer_arch import GTPlusDetailEnhancer
 from gtplus_data.degradations import key_seed
-from gtplus_data.image_source import ImageSource, input_source
+from gtplus_data.image_source import ImageSource, describe_key_mismatch, input_source
 from gtplus_data.image_util import image_to_tensor, tensor_to_image, tensor_to_uint8
 from gtplus_data.lmdb_shards import merge_shards, write_sharded
 from gtplus_data.lmdb_writer import is_complete
@@ -250,6 +254,9 @@ def write_sources(gt_path, out_dir, variants, colour_align=None, overwrite=False
     With world_size > 1 (arguments or torchrun's RANK/WORLD_SIZE) each rank writes its shard of every variant;
     merge them with :func:`merge_sources` (``--merge``) once all ranks are done.
 
+    A variant whose LMDB is already complete is skipped (and logged) unless ``overwrite``, so a run killed during
+    its second variant resumes there; when every variant is complete, the run is refused instead.
+
     Args:
         gt_path (str): GT LMDB or folder.
         out_dir (str): where the LMDBs go.
@@ -258,11 +265,30 @@ def write_sources(gt_path, out_dir, variants, colour_align=None, overwrite=False
         seed (int): base of the per-image seeds of stochastic enhancers.
 
     Returns:
-        list[str]: the LMDB paths this rank completed, in order.
+        list[str]: the LMDB paths this rank completed (or found complete), in order.
+
+    Raises:
+        FileExistsError: if every variant is complete already (without ``overwrite``).
+        ValueError: if a complete variant holds other keys than the GT (made from another GT).
     """
     source = input_source(gt_path)
+    done = [] if overwrite else [v.name for v in variants if is_complete(source_path(out_dir, v.name))]
+    if done and len(done) == len(variants):
+        raise FileExistsError(f'output already exists and is complete: '
+                              f'{", ".join(source_path(out_dir, name) for name in done)} (pass --overwrite to replace '
+                              f'{"it" if len(done) == 1 else "them"})')
+    for name in done:
+        mismatch = describe_key_mismatch(source.keys, ImageSource(source_path(out_dir, name)).keys, f'GT {gt_path}',
+                                         source_path(out_dir, name))
+        if mismatch:
+            raise ValueError(f'{source_path(out_dir, name)} is complete but was not made from this GT ({mismatch}); '
+                             'pass --overwrite to make it again')
+        get_root_logger().info(f'{name}: already complete, skipped: {source_path(out_dir, name)}')
     paths = []
     for variant in variants:
+        if variant.name in done:
+            paths.append(source_path(out_dir, variant.name))
+            continue
 
         def load(key, variant=variant):
             gt = image_to_tensor(source.read(key), device)
@@ -272,7 +298,7 @@ def write_sources(gt_path, out_dir, variants, colour_align=None, overwrite=False
             return tensor_to_image(super_resolve_variant(gt, variant.upscale, variant.enhancer, colour_align))
 
         paths.append(write_sharded(source_path(out_dir, variant.name), source.keys, load, rank, world_size,
-                                   overwrite, desc=variant.name))
+                                   overwrite, desc=variant.name, fingerprint=source.fingerprint))
     return paths
 
 
