@@ -32,12 +32,13 @@ from gtplus_arch.nafnet_arch import GTPlusNAFNet, NAFBlock, NAFUNet  # noqa: E40
 from gtplus_arch.ornet_arch import ORNET_PRESETS, ORNet  # noqa: E402
 from gtplus_arch.state_dict import normalize_state_dict, state_dict_mismatch  # noqa: E402
 from gtplus_arch.synthesizer_arch import (REALESRGAN_PRESETS, BicubicSynthesizer, DegradationPlan,  # noqa: E402
-                                          RealESRGANSynthesizer, Synthesizer, build_synthesizer)
+                                          RealESRGANSynthesizer, Synthesizer,
+                                          UndertrainedReconstructionSynthesizer, build_synthesizer)
 from gtplus_arch.vqvae_arch import VQVAE, VQVAE2  # noqa: E402
 
 __all__ = [
     'BicubicSynthesizer', 'CFMG', 'DegradationPlan', 'GTPlusNAFNet', 'NAFBlock', 'NAFUNet', 'ORNet', 'ORNET_PRESETS',
     'REALESRGAN_PRESETS', 'RealESRGANSynthesizer', 'Synthesizer', 'amplitude_spectrum_log', 'build_synthesizer',
     'frequency_mixup', 'log_amplitude', 'masks_from_coefficients', 'normalize_state_dict', 'ring_gaussian_basis',
-    'spatial_fftshift', 'state_dict_mismatch', 'VQVAE', 'VQVAE2'
+    'spatial_fftshift', 'state_dict_mismatch', 'UndertrainedReconstructionSynthesizer', 'VQVAE', 'VQVAE2'
 ]

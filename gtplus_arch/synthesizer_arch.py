@@ -676,9 +676,8 @@ class RealESRGANSynthesizer(Synthesizer):
     def _jpeg(self, img, suffix, generator):
         quality = _uniform(generator, img.device, img.size(0), *self.params['jpeg_range' + suffix])
         # Clamp first: DiffJPEG on values outside [0, 1] gives unpleasant artifacts (basicsr's comment). Its output
-        # has channels-last strides under torch 2.x, and basicsr's filter2D (the blur or sinc after it) calls .view on
-        # its padded copy, which then fails: make it contiguous (the values are unchanged).
-        return self._tools(img.device)[0](torch.clamp(img, 0, 1), quality=quality).contiguous()
+        # is contiguous, as filter2D after it needs, through gtplus_compat's patch_diffjpeg_contiguous.
+        return self._tools(img.device)[0](torch.clamp(img, 0, 1), quality=quality)
 
     @torch.no_grad()
     def degrade(self, hr, kernel1, kernel2, sinc_kernel, plan, generator=None):
@@ -773,3 +772,99 @@ def _poisson_noise(img, scale_range, gray_prob, generator):
     if use_gray:
         noise = noise * (1 - gray_noise) + noise_gray * gray_noise
     return torch.clamp(img + noise * scale.view(b, 1, 1, 1), 0, 1)
+
+
+# ------------------------------------------------------------------------------------------------------------ #
+# Undertrained reconstruction
+# ------------------------------------------------------------------------------------------------------------ #
+
+
+def _network_block(block, key):
+    """A network option mapping ``{'type': <registered arch>, **kwargs}`` checked and copied (JSON-able)."""
+    if not isinstance(block, Mapping) or 'type' not in block:
+        raise ValueError(f"UndertrainedReconstructionSynthesizer {key} needs a 'type' key naming a registered "
+                         f'network, got {block!r}')
+    return copy.deepcopy(dict(block))
+
+
+@ARCH_REGISTRY.register()
+class UndertrainedReconstructionSynthesizer(Synthesizer):
+    """Undertrained reconstruction as a degradation (METHODS.md §3): HR -> first stage (↓scale) -> LR -> G(LR).
+
+    G is a reconstruction network (an image autoencoder such as VQ-VAE-2) stopped after a few epochs of training on
+    LR images, so its reconstructions carry the artefacts it has not yet learned to avoid (colour shifts, blur,
+    codebook blocks): those are the degradation. The weights come from a ``ReconstructionModel`` snapshot, loaded
+    into :meth:`weights_module` by :func:`gtplus_models.synthesis.load_synthesizer` (no file I/O here); the paper's
+    best was VQ-VAE-2 at epoch 8 of a {4, 8, 16, 32, 64} sweep.
+
+    The reconstruction network is kept in eval mode whatever ``train()`` is called with: in training mode the EMA
+    codebooks of a VQ-VAE would update on every batch, and a synthesizer never learns. In eval mode a VQ-VAE is
+    deterministic, so every random draw comes from the first stage (none for bicubic), through ``generator``.
+    The network must be on the input's device (``load_synthesizer`` puts it there; otherwise ``.to(device)``).
+
+    Args:
+        scale (int): HR size / LQ size (the first stage's factor; the reconstruction keeps the size).
+        reconstruction (dict): the network block, ``{type: <registered arch>, **kwargs}``, as in the
+            ``network_g`` of the ReconstructionModel option file that trained the snapshot (default
+            ``{type: VQVAE2}``, the paper's setup). The network maps [B,3,h,w] RGB [0,1] to the same size: a tensor,
+            or a tuple whose first item is the image (VQVAE/VQVAE2 return ``(reconstruction, latent_loss)``).
+        first_stage (dict | None): the downscaling synthesizer block, e.g. ``{type: RealESRGANSynthesizer, preset:
+            stablesr}``; default (None) ``{type: BicubicSynthesizer}``, the LR a ReconstructionModel trains on by
+            default. Its ``scale`` defaults to ``scale`` and must equal it.
+        round_output (bool): round LR_deg to 8-bit levels, as an LR PNG holds them.
+    """
+
+    def __init__(self, scale=4, reconstruction=None, first_stage=None, round_output=True):
+        super().__init__(scale, round_output)
+        self.reconstruction_opt = _network_block(reconstruction or {'type': 'VQVAE2'}, 'reconstruction')
+        kwargs = dict(self.reconstruction_opt)
+        net_cls = ARCH_REGISTRY.get(kwargs.pop('type'))
+        if isinstance(net_cls, type) and issubclass(net_cls, Synthesizer):
+            raise ValueError(f"UndertrainedReconstructionSynthesizer reconstruction is {net_cls.__name__}, a "
+                             'synthesizer; it must be a network that keeps the image size (e.g. VQVAE2)')
+        self.reconstruction = net_cls(**kwargs)
+        stage = dict(first_stage) if isinstance(first_stage, Mapping) else first_stage
+        if stage is None:
+            stage = {'type': 'BicubicSynthesizer'}
+        if isinstance(stage, dict):
+            stage = {'scale': scale, **stage}
+        self.first_stage = build_synthesizer(stage)
+        if self.first_stage.scale != scale:
+            raise ValueError(f'UndertrainedReconstructionSynthesizer: first_stage ({type(self.first_stage).__name__}) '
+                             f'has scale {self.first_stage.scale}, but scale is {scale}; they must be equal')
+        self.reconstruction.eval()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.reconstruction.eval()  # EMA codebooks would learn from every batch in training mode
+        return self
+
+    def weights_module(self):
+        """The reconstruction network: a ReconstructionModel snapshot (``net_g_epoch<k>.pth``) loads into it."""
+        return self.reconstruction
+
+    def min_size(self):
+        return self.first_stage.min_size()
+
+    def options(self):
+        return {**super().options(), 'reconstruction': copy.deepcopy(self.reconstruction_opt),
+                'first_stage': self.first_stage.provenance()}
+
+    @torch.no_grad()
+    def forward(self, hr, generator=None):
+        """Tensor[B,3,H,W] RGB in [0,1] -> Tensor[B,3,H/scale,W/scale] RGB in [0,1]: G(first_stage(hr)).
+
+        Args:
+            hr (Tensor): [B,3,H,W] RGB in [0,1], H and W multiples of ``scale``.
+            generator (torch.Generator | None): the first stage's draws (a bicubic first stage draws nothing).
+        """
+        self.check_input(hr)
+        lr = self.first_stage(hr, generator)
+        param = next(self.reconstruction.parameters(), None)
+        out = self.reconstruction(lr.to(param.dtype if param is not None else torch.float32))
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if out.shape != lr.shape:
+            raise ValueError(f'UndertrainedReconstructionSynthesizer: the reconstruction network '
+                             f'({self.reconstruction_opt["type"]}) turned an LR batch {tuple(lr.shape)} into '
+                             f'{tuple(out.shape)}; it must keep the size')
+        return self.finish(out, hr.dtype)

@@ -19,6 +19,9 @@ The fixes, and what breaks without them:
 - ``patch_vgg_weights``: a missing ``VGG_PRETRAIN_PATH`` made the VGG perceptual loss download weights (which
   hangs on a closed network) through a ``pretrained=`` argument current torchvision no longer takes; now a missing
   file is an immediate error saying where to put it, and a present one loads with ``weights_only=True``.
+- ``patch_diffjpeg_contiguous``: under torch 2.x ``DiffJPEG`` returned a tensor with channels-last strides, and
+  ``filter2D`` (which calls ``.view`` on its padded input) then failed on it: ``RealESRGANModel.feed_data`` crashed
+  at its first blur after a JPEG step. Now ``DiffJPEG.forward`` returns a contiguous tensor (same values).
 """
 import difflib
 import os
@@ -353,6 +356,20 @@ def patch_vgg_weights():
     _replace(vgg_arch, 'vgg', NoDownloadVGGModule())
 
 
+@_once
+def patch_diffjpeg_contiguous():
+    from basicsr.utils.diffjpeg import DiffJPEG
+    forward = DiffJPEG.forward
+
+    def contiguous_forward(self, x, quality):
+        """basicsr's ``DiffJPEG.forward`` (x: [B,3,H,W] RGB in [0,1]; quality: a number or one per sample), its
+        result made contiguous: its colour conversions permute to channels-last and back, and the strides stay
+        channels-last, which ``.view`` in basicsr's ``filter2D`` cannot take."""
+        return forward(self, x, quality).contiguous()
+
+    _replace(DiffJPEG, 'forward', contiguous_forward)
+
+
 def apply_basicsr_patches():
     """Apply every fix above (imports basicsr)."""
     patch_registry_lookup()
@@ -364,3 +381,4 @@ def apply_basicsr_patches():
     patch_safe_yaml()
     patch_optimizers()
     patch_vgg_weights()
+    patch_diffjpeg_contiguous()

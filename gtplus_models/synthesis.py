@@ -6,9 +6,36 @@ the same block goes into a training option file. Weights load into the synthesiz
 (for ``UndertrainedReconstructionSynthesizer``: its reconstruction network, from a ``ReconstructionModel``
 snapshot), never into the synthesizer as a whole, so a snapshot is an ordinary state dict of that network.
 """
+import os.path as osp
+import re
+
 from gtplus_models.checkpoints import CheckpointError, load_into, load_state_dict_file, read_network_opt
 
 SYNTH_KEY = 'network_synth'
+_SNAPSHOT_NAME = re.compile(r'epoch[_-]?(\d+)', re.IGNORECASE)
+
+
+def snapshot_label(epoch):
+    """What ``ReconstructionModel`` passes to basicsr's ``save_network`` as the iteration of the snapshot of
+    ``epoch``: the file is then ``models/net_g_epoch<epoch>.pth``."""
+    return f'epoch{int(epoch)}'
+
+
+def snapshot_epoch(path, checkpoint=None):
+    """The training epoch of a weights file, or None when neither the checkpoint nor the name tells it.
+
+    Args:
+        path (str): the file; ``epoch<K>`` (also ``epoch_<K>``, ``epoch-<K>``) in its name gives K, as in the
+            ``net_g_epoch<K>.pth`` snapshots of ReconstructionModel (:func:`snapshot_label`).
+        checkpoint (object | None): what the file holds, if already read; an integer ``epoch`` entry wins over
+            the name.
+    """
+    if isinstance(checkpoint, dict):
+        epoch = checkpoint.get('epoch')
+        if isinstance(epoch, int) and not isinstance(epoch, bool):
+            return epoch
+    match = _SNAPSHOT_NAME.search(osp.basename(str(path)))
+    return int(match.group(1)) if match else None
 
 
 def read_synth_opt(path, key='--synth-opt'):

@@ -250,6 +250,22 @@ def pair_lmdbs(lq_keys, gt_keys, gt_size=32):
 
 BICUBIC_SYNTH = synth_yaml({'network_synth': {'type': 'BicubicSynthesizer', 'scale': 2}})
 SYNTHESIZE = ['synthesize', '{images}', '{out}/p', '--synth-opt', '{synth}', '--seed', '0']
+TINY_VQVAE2 = {'type': 'VQVAE2', 'channel': 8, 'n_res_block': 1, 'n_res_channel': 4, 'embed_dim': 4, 'n_embed': 8}
+
+
+def synthesized_sr(synth=None, gt_size=16, **path):
+    """A train_yaml setup for SynthesizedSRModel: HR-only training data, ``synth`` (default: the undertrained
+    synthesizer) and ``path`` entries, templates filled from the world and ``{out}``."""
+    def mutate(opt, world):
+        opt['model_type'] = 'SynthesizedSRModel'
+        train = opt['datasets']['train']
+        for key in ('dataroot_lq', 'filename_tmpl'):
+            train.pop(key)
+        train.update(type='GTPlusSingleHRDataset', gt_size=gt_size)
+        opt['network_synth'] = synth or {'type': 'UndertrainedReconstructionSynthesizer', 'scale': 4,
+                                         'reconstruction': dict(TINY_VQVAE2)}
+        opt['path'].update({key: value.format(**world) for key, value in path.items()})
+    return train_yaml(mutate)
 
 
 # Row(id, argv, what stderr must name, setup=None, subprocess=False). Placeholders: the world's paths, {out} (a
@@ -496,6 +512,17 @@ BAD_INPUTS = [
         ['--out {a_file} is an existing file, not a folder'], pair_lmdbs(['a'], ['a'])),
     Row('degradation-report-clusters-one', ['degradation-report', '{pairs}', '--out', '{out}/r', '--clusters', '1'],
         ['--clusters must be an integer >= 2, got 1'], pair_lmdbs(['a'], ['a'])),
+    # synthesizer models
+    Row('train-synth-without-snapshot', TRAIN, ['path.pretrain_network_synth is required',
+                                                'UndertrainedReconstructionSynthesizer'], synthesized_sr()),
+    Row('train-synth-snapshot-missing', TRAIN, ['path.pretrain_network_synth points to {out}/net_g_epoch8.pth'],
+        synthesized_sr(pretrain_network_synth='{out}/net_g_epoch8.pth')),
+    Row('train-synth-snapshot-of-another-network', TRAIN,
+        ["path.pretrain_network_synth ({msrresnet_pth}) holds 14 tensors, none of which match VQVAE2's"],
+        synthesized_sr(pretrain_network_synth='{msrresnet_pth}')),
+    Row('train-synth-gt-size-not-a-multiple-of-scale', TRAIN,
+        ['datasets.train.gt_size is 18, not a multiple of scale 4'],
+        synthesized_sr({'type': 'BicubicSynthesizer', 'scale': 4}, gt_size=18)),
 ]
 
 

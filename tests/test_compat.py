@@ -230,3 +230,20 @@ def test_vgg_loss_without_weights_fails_fast_and_loads_local_file(tmp_path, monk
     torch.save(reference.state_dict(), tmp_path / 'vgg19.pth')
     extractor = vgg_arch.VGGFeatureExtractor(['conv1_1'], vgg_type='vgg19', use_input_norm=False)
     assert torch.equal(extractor.vgg_net.conv1_1.weight, reference.features[0].weight)
+
+
+def test_filter2d_after_diffjpeg_works():
+    """basicsr's Real-ESRGAN chain blurs (filter2D) after a JPEG step; DiffJPEG's channels-last output broke it."""
+    from basicsr.utils import DiffJPEG
+    from basicsr.utils.img_process_util import filter2D
+    jpeger = DiffJPEG(differentiable=False)
+    x = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    quality = torch.tensor([50., 70.])
+    kernel = torch.ones(2, 5, 5) / 25
+    raw = original('DiffJPEG', 'forward')(jpeger, x, quality.clone())
+    assert not raw.is_contiguous()
+    with pytest.raises(RuntimeError, match='view'):
+        filter2D(raw, kernel)
+    out = jpeger(x, quality=quality.clone())
+    assert out.is_contiguous() and torch.equal(out, raw)
+    assert filter2D(out, kernel).shape == (2, 3, 20, 24)

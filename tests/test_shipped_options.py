@@ -22,6 +22,7 @@ def test_there_are_paper_scale_options_for_both_datasets():
             assert f'train_{stage}_{dataset}.yml' in names
 
 
+@pytest.mark.filterwarnings('ignore:torch.meshgrid')  # basicsr's SwinIR builds its relative positions so
 @pytest.mark.parametrize('path', SHIPPED, ids=lambda p: os.path.relpath(p, REPO))
 def test_shipped_option_file_is_valid(path):
     import pyiqa
@@ -70,7 +71,7 @@ def test_joint_sidd_gopro_options_repeat_gopro_15_times():
         assert {key for key in opt['datasets'] if key.startswith('val')} == {'val_1', 'val_2'}
 
 
-@pytest.mark.parametrize('path', [p for p in SHIPPED if os.sep + 'train' + os.sep in p],
+@pytest.mark.parametrize('path', [p for p in SHIPPED if os.sep + os.path.join('train', 'EnhancedSupervision') in p],
                          ids=lambda p: os.path.basename(p))
 def test_paper_scale_training_uses_the_official_effective_loss_scales(path):
     """The official code takes its losses on [-1,1] tensors: MSE x4 and L1 x2 against gtplus's [0,1] ones."""
@@ -135,3 +136,44 @@ def test_joint_train_datasets_build_on_tiny_data(tmp_path):
         dataset = build_dataset(train)
         assert len(dataset) == sum(sizes) == 3 + 15 * 4
         assert dataset[len(dataset) - 1]['variants'].shape == (3, 3, 8, 8)
+
+
+UNDERTRAINED_FINE_TUNING = ['train_EDSR_x4_undertrained.yml', 'train_RRDBNet_x4_undertrained.yml',
+                            'train_SwinIR_x4_undertrained.yml']
+
+
+def test_undertrained_vqvae2_sweep_is_the_paper_setup():
+    """DF2K 1024² crops ↓×4, VQ-VAE-2 defaults, Adam 3e-4, MSE + 0.25·latent in the official balance, epochs 4-64."""
+    import inspect
+
+    from gtplus_arch import VQVAE2
+    from gtplus_models.reconstruction_model import DEFAULT_PIXEL_OPT, DEFAULT_SNAPSHOT_EPOCHS
+    opt = load_shipped('train_VQVAE2_DF2K_epochs.yml')
+    assert opt['model_type'] == 'ReconstructionModel' and opt['scale'] == 4 and 'network_first_stage' not in opt
+    assert opt['datasets']['train']['gt_size'] == 1024 and 'DF2K' in opt['datasets']['train']['dataroot_gt']
+    defaults = {k: v.default for k, v in inspect.signature(VQVAE2).parameters.items()}
+    assert opt['network_g'] == dict(defaults, type='VQVAE2')
+    train = opt['train']
+    assert train['optim_g']['type'] == 'Adam' and train['optim_g']['lr'] == pytest.approx(3e-4)
+    assert train['pixel_opt'] == DEFAULT_PIXEL_OPT and train['latent_loss_weight'] == 0.25
+    assert train['snapshot_epochs'] == list(DEFAULT_SNAPSHOT_EPOCHS) == [4, 8, 16, 32, 64]
+
+
+@pytest.mark.parametrize('name', UNDERTRAINED_FINE_TUNING + ['train_EDSR_x4_from_synthesized_lmdb.yml'])
+def test_undertrained_fine_tuning_loads_the_epoch_8_snapshot_of_the_sweep(name):
+    """Fine-tuning starts from pretrained SR weights, and validates on a real LR/HR pair; the online files degrade
+    with the sweep's own VQ-VAE-2 (same block, its epoch-8 snapshot) behind the bicubic it was trained on."""
+    opt = load_shipped(name)
+    sweep = load_shipped('train_VQVAE2_DF2K_epochs.yml')
+    assert opt['path']['pretrain_network_g'] and opt['train']['pixel_opt']['type'] == 'L1Loss'
+    assert opt['datasets']['val']['dataroot_lq'] and opt['datasets']['val']['dataroot_gt']
+    assert opt['datasets']['train']['gt_size'] % opt['scale'] == 0
+    if name not in UNDERTRAINED_FINE_TUNING:
+        assert opt['model_type'] == 'SRModel' and opt['datasets']['train']['dataroot_lq'].endswith('_lq.lmdb')
+        return
+    assert opt['model_type'] == 'SynthesizedSRModel' and 'dataroot_lq' not in opt['datasets']['train']
+    synth = opt['network_synth']
+    assert synth['type'] == 'UndertrainedReconstructionSynthesizer' and synth['scale'] == opt['scale']
+    assert synth['reconstruction'] == sweep['network_g']
+    assert synth['first_stage'] == {'type': 'BicubicSynthesizer', 'scale': sweep['scale']}
+    assert opt['path']['pretrain_network_synth'] == f'experiments/{sweep["name"]}/models/net_g_epoch8.pth'

@@ -11,7 +11,7 @@ import yaml
 
 import gtplus_arch  # noqa: F401  (registers the synthesizers)
 from gtplus_arch import (REALESRGAN_PRESETS, BicubicSynthesizer, DegradationPlan, RealESRGANSynthesizer,
-                         build_synthesizer)
+                         UndertrainedReconstructionSynthesizer, build_synthesizer)
 from gtplus_arch.synthesizer_arch import KERNEL_TYPES, bivariate_kernels, matlab_bicubic_matrix, sinc_kernels
 
 HR_SIZE = 96  # the smallest multiple of 4 at or above RealESRGANSynthesizer().min_size() (76), with some margin
@@ -34,6 +34,9 @@ SYNTHESIZERS = {
     'bicubic-torch': lambda: BicubicSynthesizer(scale=4, method='torch'),
     'realesrgan': lambda: RealESRGANSynthesizer(scale=4),
     'stablesr': lambda: RealESRGANSynthesizer(scale=4, preset='stablesr'),
+    'undertrained': lambda: UndertrainedReconstructionSynthesizer(
+        scale=4, reconstruction={'type': 'VQVAE2', 'channel': 8, 'n_res_block': 1, 'n_res_channel': 4, 'embed_dim': 4,
+                                 'n_embed': 8}),
 }
 
 
@@ -57,7 +60,7 @@ def test_contract_shape_range_dtype_device_and_seeds(name, dtype):
         torch.manual_seed(7)
         assert torch.equal(first, synth(hr))  # None: torch's global RNG, so basicsr's manual_seed reproduces it
     else:
-        assert torch.equal(out, synth(hr))  # bicubic is deterministic
+        assert torch.equal(out, synth(hr))  # bicubic (alone or before an eval-mode VQ-VAE) is deterministic
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

@@ -46,7 +46,6 @@ import hashlib
 import json
 import numbers
 import os.path as osp
-import re
 
 import torch
 
@@ -58,7 +57,7 @@ from gtplus_data.lmdb_writer import check_key, is_complete, refuse_complete
 from gtplus_data.make_lmdb import paired_lmdb_paths
 from gtplus_data.side_file import SIDE_FILE_FORMAT, side_file_path, write_json
 from gtplus_models.checkpoints import read_checkpoint
-from gtplus_models.synthesis import load_synthesizer
+from gtplus_models.synthesis import load_synthesizer, snapshot_epoch
 from gtplus_models.tools.figures import preview_rows, stack_rows
 
 SIDE_FILE_NAME = 'synthesis'
@@ -68,7 +67,6 @@ DESCRIPTION = ('Provenance of each LQ image of this LMDB (gtplus synthesize). re
                'key_seed(base_seed, "<hr_key>/synth/v<variant>")), synthesizer (type), synthesizer_id (its entry in '
                'synthesizers: the provenance() keywords that rebuild it and its weights file: path, size, sha256, '
                'epoch), epoch (of the reconstruction snapshot, null if none or unknown), weights_sha256.')
-_EPOCH_IN_NAME = re.compile(r'epoch[_-]?(\d+)', re.IGNORECASE)
 
 
 def check_synthesis_arguments(seed, variants, preview):
@@ -100,22 +98,6 @@ def variant_keys(hr_keys, variants):
 def image_seed(seed, hr_key, index):
     """The torch.Generator seed of variant ``index`` of HR image ``hr_key`` under base ``seed`` (32-bit)."""
     return key_seed(seed, f'{hr_key}/synth/v{index}')
-
-
-def snapshot_epoch(path, checkpoint=None):
-    """The training epoch of a weights file, or None when neither the checkpoint nor the name tells it.
-
-    Args:
-        path (str): the file; ``epoch<K>`` (also ``epoch_<K>``, ``epoch-<K>``) in its name gives K.
-        checkpoint (object | None): what the file holds, if already read; an integer ``epoch`` entry wins over
-            the name (a ReconstructionModel may record it).
-    """
-    if isinstance(checkpoint, dict):
-        epoch = checkpoint.get('epoch')
-        if isinstance(epoch, int) and not isinstance(epoch, bool):
-            return epoch
-    match = _EPOCH_IN_NAME.search(osp.basename(str(path)))
-    return int(match.group(1)) if match else None
 
 
 def weights_record(path, key='--synth-weights'):
