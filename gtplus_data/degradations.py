@@ -104,3 +104,93 @@ def sr_degrade(img, scale, blur_sigma=0., noise_sigma=0., jpeg_quality=None, rng
     if jpeg_quality is not None:
         low = jpeg(low, jpeg_quality)
     return (resize(low, height, width) if scale > 1 else low).astype(np.float32)
+
+
+# The quickstart's "real" camera LR (``camera_lr``): a chain built to be unlike every synthesizer gtplus ships, so
+# that a fine-tuned SR model is judged on a degradation it never saw. Blur is a defocus disk (not Gaussian, not
+# sinc), acting in linear light; the sensor integrates (area) rather than resampling (bicubic); noise is
+# signal-dependent (shot + read) on a Bayer mosaic, then demosaiced (so it is colour-correlated and pixel-shifted);
+# a white-balance error tints it; gamma and JPEG 4:2:0 come last. Keyword names are ``camera_lr``'s arguments.
+CAMERA_LR = dict(defocus_radius=1.5, shot_noise=0.003, read_noise=0.002, wb_gains=(1.06, 1.0, 0.94), jpeg_quality=80)
+
+
+def srgb_to_linear(img):
+    """sRGB-encoded values in [0,1] -> linear light in [0,1] (IEC 61966-2-1)."""
+    img = np.clip(img, 0, 1)
+    return np.where(img <= 0.04045, img / 12.92, ((img + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(img):
+    """Linear light in [0,1] -> sRGB-encoded values in [0,1] (IEC 61966-2-1)."""
+    img = np.clip(img, 0, 1)
+    return np.where(img <= 0.0031308, img * 12.92, 1.055 * img ** (1 / 2.4) - 0.055).astype(np.float32)
+
+
+def defocus_blur(img, radius):
+    """Blur with a uniform disk (pillbox) of ``radius`` pixels, the PSF of an out-of-focus lens; 0 returns a copy.
+
+    The disk is anti-aliased (each kernel tap weighted by the share of its pixel inside the circle, 8x8
+    supersampled) so that fractional radii blur by fractional amounts.
+    """
+    if radius <= 0:
+        return img.copy()
+    half = int(np.ceil(radius))
+    offsets = (np.arange(8) + 0.5) / 8 - 0.5
+    grid = np.arange(-half, half + 1)
+    fine = (grid[:, None] + offsets[None, :]).reshape(-1)
+    inside = (fine[:, None] ** 2 + fine[None, :] ** 2) <= radius ** 2
+    kernel = inside.reshape(len(grid), 8, len(grid), 8).mean(axis=(1, 3)).astype(np.float32)
+    return cv2.filter2D(img, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT)
+
+
+def camera_lr(img, scale, seed, **params):
+    """A camera-like low-resolution capture of a pristine image.
+
+    In linear light: defocus disk of ``defocus_radius`` HR pixels, sensor integration over ``scale`` x ``scale``
+    pixel areas, white-balance gains, an RGGB Bayer mosaic with Poisson-Gaussian noise per photosite (variance
+    ``shot_noise`` * x + ``read_noise``², x the linear value), bilinear demosaicing (OpenCV); then the sRGB curve and
+    JPEG at ``jpeg_quality`` (OpenCV's 4:2:0 chroma subsampling).
+
+    Args:
+        img (ndarray): HxWx3 float32 RGB in [0,1], sRGB-encoded; H and W multiples of ``scale``.
+        scale (int): downscaling factor, >= 1.
+        seed (int): seed of the noise (one per image, e.g. :func:`key_seed`).
+        **params: any of :data:`CAMERA_LR`'s keys, replacing its value:
+        defocus_radius (float): disk radius in HR pixels (0: none).
+        shot_noise (float): signal-dependent noise variance per unit of linear signal (0: none).
+        read_noise (float): signal-independent noise std in linear units (0: none).
+        wb_gains (tuple[float]): per-channel gains (R, G, B) of a white-balance error.
+        jpeg_quality (int | None): JPEG quality, or None for no compression.
+
+    Returns:
+        ndarray: (H/scale)x(W/scale)x3 float32 RGB in [0,1].
+    """
+    unknown = sorted(set(params) - set(CAMERA_LR))
+    if unknown:
+        raise ValueError(f'camera_lr: unknown parameter(s) {", ".join(unknown)}; known: {", ".join(CAMERA_LR)}')
+    params = {**CAMERA_LR, **params}
+    defocus_radius, shot_noise, read_noise = params['defocus_radius'], params['shot_noise'], params['read_noise']
+    wb_gains, jpeg_quality = params['wb_gains'], params['jpeg_quality']
+    height, width = img.shape[:2]
+    if int(scale) != scale or scale < 1 or height % scale or width % scale:
+        raise ValueError(f'camera_lr: scale must be an integer >= 1 dividing the image size {height}x{width}, got '
+                         f'{scale}')
+    low_h, low_w = height // scale, width // scale
+    if low_h % 2 or low_w % 2:
+        raise ValueError(f'camera_lr: the LR size {low_h}x{low_w} must be even (an RGGB mosaic of 2x2 cells)')
+    linear = defocus_blur(srgb_to_linear(img.astype(np.float32)), defocus_radius)
+    linear = cv2.resize(linear, (low_w, low_h), interpolation=cv2.INTER_AREA) if scale > 1 else linear
+    linear = np.clip(linear * np.asarray(wb_gains, np.float32), 0, 1)
+    # The mosaic keeps one channel per photosite: R at (even, even), G at (even, odd) and (odd, even), B at (odd, odd).
+    mosaic = np.empty((low_h, low_w), np.float32)
+    mosaic[0::2, 0::2] = linear[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = linear[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = linear[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = linear[1::2, 1::2, 2]
+    rng = np.random.RandomState(seed)
+    sigma = np.sqrt(shot_noise * mosaic + read_noise ** 2)
+    mosaic = np.clip(mosaic + sigma * rng.standard_normal(mosaic.shape).astype(np.float32), 0, 1)
+    # OpenCV names Bayer patterns by the second row's first two pixels: RGGB is its BayerBG; 16 bits keep the noise.
+    rgb = cv2.cvtColor((mosaic * 65535).round().astype(np.uint16), cv2.COLOR_BayerBG2RGB).astype(np.float32) / 65535
+    out = linear_to_srgb(rgb)
+    return (jpeg(out, jpeg_quality) if jpeg_quality is not None else out).astype(np.float32)

@@ -80,6 +80,11 @@ def open_lmdb_readonly(path):
     return _READ_ENVS[real]
 
 
+def is_lmdb_open(path):
+    """Whether this process holds the shared read-only environment of ``path`` (:func:`open_lmdb_readonly`)."""
+    return os.path.realpath(path) in _READ_ENVS
+
+
 def close_lmdb_readonly(path):
     """Close the shared read-only environment of ``path`` if open (before writing it, or reading it elsewhere)."""
     env = _READ_ENVS.pop(os.path.realpath(path), None)

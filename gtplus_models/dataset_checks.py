@@ -53,18 +53,22 @@ def check_lmdb_root(prefix, key, root):
     its ``meta_info.txt`` lists (basicsr reads the keys from there, so a missing one fails mid-training)."""
     import lmdb
 
-    from gtplus_data.image_source import open_lmdb_readonly, read_meta_info_keys
+    from gtplus_data.image_source import close_lmdb_readonly, is_lmdb_open, open_lmdb_readonly, read_meta_info_keys
     from gtplus_data.lmdb_check import check_lmdb_file
     check_lmdb_file(root)
     if not osp.isfile(osp.join(root, 'meta_info.txt')):
         raise ValueError(f'{prefix}.{key} ({root}) has no meta_info.txt: an unfinished LMDB (rerun the tool that '
                          'wrote it)')
+    was_open = is_lmdb_open(root)
     try:
         with open_lmdb_readonly(root).begin() as txn:  # the shared environment: py-lmdb opens a path once
             cursor = txn.cursor()  # set_key positions on a key without copying its (possibly large) value
             missing = [k for k in read_meta_info_keys(root) if not cursor.set_key(k.encode())]
     except lmdb.Error as err:
         raise ValueError(f'{prefix}.{key} ({root}) cannot be read: {err}') from None
+    finally:
+        if not was_open:  # basicsr's own datasets (FileClient) open the path themselves, and py-lmdb allows one
+            close_lmdb_readonly(root)
     if missing:
         more = f' (+{len(missing) - 5} more)' if len(missing) > 5 else ''
         raise ValueError(f'{prefix}.{key} ({root}): meta_info.txt lists {len(missing)} key(s) the data does not hold: '

@@ -229,3 +229,28 @@ def test_super_resolve_gt_refuses_a_complete_rerun_and_a_variant_of_another_gt(t
     os.remove(os.path.join(gt, '000.png'))  # sr_x2 was made from a GT with one more image
     assert super_resolve(tmp_path, gt, out) == 2
     assert f"{out / 'sr_x2.lmdb'} is complete but was not made from this GT" in capsys.readouterr().err
+
+
+def test_the_up_front_check_leaves_lmdbs_for_basicsrs_own_datasets_to_open(tmp_path):
+    """train checks every LMDB root before basicsr builds the datasets; basicsr's PairedImageDataset then opens the
+    same paths with its FileClient, and py-lmdb refuses a path already open in the process ('is already open in
+    this process'), so the check must not keep what it opened. An environment that was open before stays open."""
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+
+    from gtplus_data.image_source import is_lmdb_open, open_lmdb_readonly
+    from gtplus_models.dataset_checks import check_datasets
+    from gtplus_models.options import walk_datasets
+    lq, gt = noise_lmdb(tmp_path / 'pair_lq.lmdb', size=10), noise_lmdb(tmp_path / 'pair_gt.lmdb', size=40)
+    dataset = {'name': 'val', 'type': 'PairedImageDataset', 'dataroot_lq': lq, 'dataroot_gt': gt,
+               'io_backend': {'type': 'lmdb'}, 'phase': 'val', 'scale': 4}
+    check_datasets({'scale': 4, 'datasets': {'val': dict(dataset)}}, walk_datasets)
+    assert not is_lmdb_open(lq) and not is_lmdb_open(gt)
+    sample = PairedImageDataset(dict(dataset))[0]
+    assert tuple(sample['lq'].shape) == (3, 10, 10) and tuple(sample['gt'].shape) == (3, 40, 40)
+    other = noise_lmdb(tmp_path / 'other.lmdb')
+    open_lmdb_readonly(other)
+    check_datasets({'scale': 1, 'datasets': {'train': {'type': 'GTPlusSingleHRDataset', 'dataroot_gt': other,
+                                                         'io_backend': {'type': 'lmdb'}, 'phase': 'train'}}},
+                   walk_datasets)
+    assert is_lmdb_open(other)
+    close_lmdb_readonly(other)
