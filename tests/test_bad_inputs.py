@@ -403,6 +403,10 @@ BAD_INPUTS = [
     Row('quickstart-iters-zero', ['quickstart', '{out}/qs', '--iters', '0'], ['--iters must be an integer >= 1']),
     Row('quickstart-size-too-small', ['quickstart', '{out}/qs', '--size', '8'], ['--size must be at least 128']),
     Row('quickstart-cond-out-of-range', ['quickstart', '{out}/qs', '--cond', '2'], ['--cond must be in [0,1]']),
+    Row('quickstart-undertrained-size-not-multiple-of-8', ['quickstart', '{out}/qs', '--pipeline', 'undertrained',
+                                                           '--size', '132'], ['--size must be a multiple of 8']),
+    Row('quickstart-undertrained-holdout-unknown', ['quickstart', '{out}/qs', '--pipeline', 'undertrained',
+                                                    '--holdout', 'nosuchphoto'], ['--holdout names no photo: nosuchphoto']),
     # refine: flags
     Row('refine-restorer-without-weights', REFINE + ['--restorer-opt', '{msrresnet_yml}'],
         ['--restorer-opt and --restorer-weights go together']),

@@ -98,7 +98,7 @@ def test_own_photos_run_the_pipeline_holding_out_by_photo(tmp_path):
 def test_own_photos_errors_name_the_problem(tmp_path):
     from gtplus_models.quickstart.common import load_photos, split_photos
     photos = write_photo_folder(str(tmp_path / 'mine'))
-    loaded = load_photos(str(tmp_path / 'out'), 128, photos)
+    loaded = load_photos(128, photos)
     assert sorted(loaded) == ['alpha', 'beta', 'gamma'] and loaded['alpha'].shape == (128, 128, 3)
     with pytest.raises(ValueError, match='--holdout names no photo: delta; the photos are: alpha, beta, gamma'):
         split_photos(loaded, ['delta'])
@@ -106,10 +106,10 @@ def test_own_photos_errors_name_the_problem(tmp_path):
         split_photos(loaded, ['alpha', 'beta', 'gamma'])
     assert sorted(split_photos(loaded)[1]) == ['beta']  # every fourth by name, starting at the second
     with pytest.raises(ValueError, match='smaller than --size 200'):
-        load_photos(str(tmp_path / 'out'), 200, photos)
+        load_photos(200, photos)
     os.rename(os.path.join(photos, 'alpha.png'), os.path.join(photos, 'al pha.png'))
     with pytest.raises(ValueError, match='rename .*al pha.png'):
-        load_photos(str(tmp_path / 'out'), 128, photos)
+        load_photos(128, photos)
     proc = run_cli(['quickstart', str(tmp_path / 'q'), '--photos', str(tmp_path / 'none')], cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith('gtplus quickstart: error:') and 'none' in proc.stderr
 

@@ -1,8 +1,9 @@
 """gtplus quickstart OUT_DIR [--pipeline NAME|all]: a whole method on the embedded photos, on this CPU."""
 from gtplus_models.commands._shared import add_cond_argument
 
-HELP = ('Run a whole pipeline on the embedded photos on this CPU (enhanced-supervision: about 5-8 minutes): data, '
-        'training, the method and its control, held-out evaluation; writes report.json, report.md and figures/.')
+HELP = ('Run a whole pipeline on the embedded photos on this CPU (enhanced-supervision: about 5-8 minutes; '
+        'undertrained: about 5): data, training, the method and its control, held-out evaluation; writes '
+        'report.json, report.md and figures/.')
 
 
 def add_arguments(parser):
@@ -12,7 +13,8 @@ def add_arguments(parser):
     parser.add_argument('--pipeline', default=DEFAULT_PIPELINE, choices=choices,
                         help=f'which pipeline (default {DEFAULT_PIPELINE}); all: each into OUT_DIR/NAME/')
     add_cond_argument(parser, 'enhanced-supervision: c of the report and the enhanced GT')
-    parser.add_argument('--size', type=int, default=256, help='side of the square photos (default 256, min 128)')
+    parser.add_argument('--size', type=int, default=256, help='side of the square photos (default 256, min 128; '
+                        'undertrained: a multiple of 8)')
     parser.add_argument('--photos', help='a folder of your own photographs to run on instead of the embedded ones '
                         '(each at least --size pixels on its short side)')
     parser.add_argument('--holdout', help='comma list of photo names (file stems) held out for the report (default: '

@@ -36,18 +36,24 @@ def square_photo(img, size):
     return crop.astype(np.float32) / 255. if crop.dtype == np.uint8 else np.clip(crop, 0, 1).astype(np.float32)
 
 
-def sample_photos(out, size):
-    """The embedded photos, written to OUT/photos/ as PNG, and returned as {name: size x size float32 RGB [0,1]}."""
-    from gtplus_data.sample_photos import load_sample_photo, sample_photo_names, write_sample_photos
-    write_sample_photos(osp.join(out, 'photos'))
+def sample_photos(size):
+    """The embedded photos as {name: size x size float32 RGB [0,1]}."""
+    from gtplus_data.sample_photos import load_sample_photo, sample_photo_names
     return {name: square_photo(load_sample_photo(name), size) for name in sample_photo_names()}
 
 
-def load_photos(out, size, photos_dir=None):
+def write_originals(out, photos_dir=None):
+    """With the embedded photos (``photos_dir`` None), write them whole to OUT/photos/ as PNG for the user to look
+    at; called once the options are checked, so that a refused run writes nothing."""
+    if photos_dir is None:
+        from gtplus_data.sample_photos import write_sample_photos
+        write_sample_photos(osp.join(out, 'photos'))
+
+
+def load_photos(size, photos_dir=None):
     """The pipeline's pristine photos: the embedded ones, or every image of a user's folder (or LMDB).
 
     Args:
-        out (str): the pipeline's output folder (the embedded photos are also written to OUT/photos/).
         size (int): side of the square crops (short side resized to it, centre-cropped; never upsampled).
         photos_dir (str | None): a folder (or LMDB) of photographs; the key of each is its file stem.
 
@@ -58,7 +64,7 @@ def load_photos(out, size, photos_dir=None):
         ValueError: fewer than 2 photos, a name that cannot be an LMDB key, or a photo smaller than ``size``.
     """
     if photos_dir is None:
-        return sample_photos(out, size)
+        return sample_photos(size)
     from gtplus_data.image_source import ImageSource
     from gtplus_data.lmdb_writer import check_key
     source = ImageSource(photos_dir)

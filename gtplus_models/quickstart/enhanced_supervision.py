@@ -29,12 +29,11 @@ from gtplus_data.image_source import ImageSource
 from gtplus_data.image_util import to_uint8, write_png
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.enhanced_supervision import DEFAULT_COND
-from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, StageTimer, load_photos, load_stage_network,
-                                             split_photos, train_stage, write_lmdb)
+from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, StageTimer, load_photos, load_stage_network, split_photos,
+                                             train_stage, write_lmdb, write_originals)
 from gtplus_models.quickstart.report import (ArraySource, evaluate_images, improved_metrics, mean_table, summarise,
                                              write_report)
-from gtplus_models.tools.enhance_gt import (enhanced_sweep, mask_panels, read_sources, source_names,
-                                            write_enhanced_gt)
+from gtplus_models.tools.enhance_gt import enhanced_sweep, mask_panels, read_sources, source_names, write_enhanced_gt
 from gtplus_models.tools.enhancer_pairs import write_enhancer_pairs
 from gtplus_models.tools.figures import labelled_strip, stack_rows, write_sources_preview
 from gtplus_models.tools.refine import cond_folder, refine_source
@@ -66,18 +65,24 @@ SOURCE_LABELS = {'gt': 'GT', 'enhanced_gt': 'enhanced GT', 'restorer': 'restorer
 COMPARISONS = (('restorer_ornet', 'restorer'), ('enhanced_gt', 'gt'))
 
 
-def prepare_data(out, size=PHOTO_SIZE, photos=None, holdout=None):
-    """Stage 1. Returns {split: {key: pristine image}} (embedded photos, or ``photos``, a user's folder)."""
+def load_splits(size=PHOTO_SIZE, photos=None, holdout=None):
+    """{'train': {key: pristine image}, 'test': {...}} (embedded photos, or ``photos``, a user's folder); checked
+    before anything is written."""
+    train, test = split_photos(load_photos(size, photos), holdout, TEST_PHOTOS)
+    return {'train': train, 'test': test}
+
+
+def prepare_data(out, splits, photos=None):
+    """Stage 1: the pristine / GT / LQ LMDBs of each split and the enhancer's training pairs. Returns ``splits``."""
     from gtplus_data.degradations import degrade
-    train, test = split_photos(load_photos(out, size, photos), holdout, TEST_PHOTOS)
-    splits = {'train': train, 'test': test}
+    write_originals(out, photos)
     data = osp.join(out, 'data')
-    for split, photos in splits.items():
-        write_lmdb(osp.join(data, f'{split}_pristine.lmdb'), photos)
+    for split, images in splits.items():
+        write_lmdb(osp.join(data, f'{split}_pristine.lmdb'), images)
         write_lmdb(osp.join(data, f'{split}_gt.lmdb'),
-                   {k: degrade(v, **GT_DEGRADATION, seed=i) for i, (k, v) in enumerate(sorted(photos.items()))})
+                   {k: degrade(v, **GT_DEGRADATION, seed=i) for i, (k, v) in enumerate(sorted(images.items()))})
         write_lmdb(osp.join(data, f'{split}_lq.lmdb'),
-                   {k: degrade(v, **LQ_DEGRADATION, seed=100 + i) for i, (k, v) in enumerate(sorted(photos.items()))})
+                   {k: degrade(v, **LQ_DEGRADATION, seed=100 + i) for i, (k, v) in enumerate(sorted(images.items()))})
     if not all(is_complete(osp.join(data, f'enhancer_{part}.lmdb')) for part in ('lq', 'gt')):
         write_enhancer_pairs(osp.join(data, 'train_pristine.lmdb'), osp.join(data, 'enhancer'), preview=0,
                              **ENHANCER_PAIRS)
@@ -247,10 +252,11 @@ def run(out, size=PHOTO_SIZE, iters=None, cond=DEFAULT_COND, photos=None, holdou
         raise ValueError(f'--size must be at least {MIN_PHOTO_SIZE} (training crops are 128²), got {size}')
     if not 0 <= cond <= 1:
         raise ValueError(f'--cond must be in [0,1], got {cond}')
+    splits = load_splits(size, photos, holdout)
     out = osp.abspath(out)
     os.makedirs(out, exist_ok=True)
     timed = StageTimer()
-    splits = timed('data', prepare_data, out, size, photos, holdout)
+    timed('data', prepare_data, out, splits, photos)
     test_keys = tuple(sorted(splits['test']))
     # A preview's restorer validates once, at its last iteration (the template validates every few hundred).
     timed('train_restorer', train_stage, out, TEMPLATES, 'restorer', iters,

@@ -72,9 +72,16 @@ class ArraySource:
         return self.images[key]
 
 
+def measured_metrics(rows):
+    """The names of METRICS that ``rows`` ({key: {metric: value}}) hold, in METRICS order: a pipeline with one
+    reference (an SR pipeline has no imperfect GT, only the pristine HR) measures fewer than all of them."""
+    first = next(iter(rows.values()))
+    return [m for m in METRICS if m in first]
+
+
 def mean_table(per_image):
     """{source: {metric: mean over images (None if any is None)}} from :func:`evaluate_images` output."""
-    return {name: {m: mean_or_none([row[m] for row in rows.values()]) for m in METRICS}
+    return {name: {m: mean_or_none([row[m] for row in rows.values()]) for m in measured_metrics(rows)}
             for name, rows in per_image.items()}
 
 
@@ -120,7 +127,7 @@ def verdicts(means, comparisons, labels):
     """
     lines = []
     for new, old in comparisons:
-        for metric in METRICS:
+        for metric in measured_metrics({new: means[new]}):
             if means[new][metric] is None or means[old][metric] is None:
                 continue  # e.g. PSNR of the GT against itself
             delta = means[new][metric] - means[old][metric]
@@ -139,7 +146,7 @@ def summarise(per_image, test_keys, labels, comparisons):
     means = mean_table(per_image)
     return {
         'held_out_images': list(test_keys),
-        'metrics': METRICS,
+        'metrics': {m: METRICS[m] for m in measured_metrics(means)},
         'sources': labels,
         'mean': means,
         'per_image': per_image,
@@ -149,25 +156,27 @@ def summarise(per_image, test_keys, labels, comparisons):
 
 def improved_metrics(means, new, old):
     """The metrics on which source ``new`` beats source ``old`` (None values skipped)."""
-    return [m for m in METRICS if means[new][m] is not None and means[old][m] is not None and
+    return [m for m in measured_metrics({new: means[new]}) if means[new][m] is not None and means[old][m] is not None and
             better(m, means[new][m], means[old][m])]
 
 
 def report_markdown(report, title):
-    """The report as a Markdown table (plus any ``tables`` of the report: {title, column, rows}), the summary, the
-    verdicts and the timings."""
-    header = '| source | ' + ' | '.join(f'{m} ({"↑" if v["direction"].startswith("higher") else "↓"})'
-                                       for m, v in report['metrics'].items()) + ' |'
-    lines = [f'# {title}', '', header,
-             '|' + ' --- |' * (len(report['metrics']) + 1)]
-    for name, values in report['mean'].items():
-        lines.append(f'| {report["sources"][name]} | ' + ' | '.join(fmt(values[m]) for m in report['metrics']) +
-                     ' |')
+    """The report as a Markdown table (plus any ``tables`` of the report: {title, column, rows} with the report's
+    metrics as columns, or with their own ``headers``: {value key: column label}), the summary, the verdicts and the
+    timings."""
+    metric_headers = {m: f'{m} ({"↑" if v["direction"].startswith("higher") else "↓"})'
+                      for m, v in report['metrics'].items()}
+
+    def table_lines(first_column, headers, rows):
+        return ['| ' + ' | '.join([first_column, *headers.values()]) + ' |', '|' + ' --- |' * (len(headers) + 1)] + [
+            f'| {label} | ' + ' | '.join(fmt(values[m]) if not isinstance(values[m], str) else values[m]
+                                         for m in headers) + ' |' for label, values in rows.items()]
+
+    lines = [f'# {title}', ''] + table_lines(
+        'source', metric_headers, {report['sources'][name]: values for name, values in report['mean'].items()})
     for table in report.get('tables', []):
-        lines += ['', f'**{table["title"]}**', '', header.replace('| source |', f'| {table["column"]} |'),
-                  '|' + ' --- |' * (len(report['metrics']) + 1)]
-        lines += [f'| {label} | ' + ' | '.join(fmt(values[m]) for m in report['metrics']) + ' |'
-                  for label, values in table['rows'].items()]
+        lines += ['', f'**{table["title"]}**', ''] + table_lines(table['column'], table.get('headers', metric_headers),
+                                                                table['rows'])
     lines += ['', report['summary'], ''] + [f'- {v}' for v in report['verdicts']]
     if 'timings_s' in report:
         lines += ['', 'Timings (s): ' + ', '.join(f'{k} {v}' for k, v in report['timings_s'].items())]
