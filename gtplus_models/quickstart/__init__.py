@@ -1,7 +1,7 @@
 """The quickstart pipelines: each method end to end on the embedded photos, on a CPU, as an honest experiment.
 
-One module per pipeline (``enhanced_supervision.py`` today; ``undertrained``, ``diffusion`` and ``iqpir`` next), each
-defining ``NAME`` (the ``--pipeline`` value), ``HELP`` (one line) and
+One module per pipeline (``enhanced_supervision.py`` and ``undertrained.py`` today; ``diffusion`` and ``iqpir``
+next), each defining ``NAME`` (the ``--pipeline`` value), ``HELP`` (one line) and
 ``run(out, size, iters, cond, photos, holdout) -> report``; its
 YAML templates live in ``templates/<module name>/``. ``common.py`` holds the shared stage machinery (photos, LMDBs,
 templates, training stages, timings) and ``report.py`` the shared report (metrics, verdicts, report.json/.md).
