@@ -156,8 +156,8 @@ def summarise(per_image, test_keys, labels, comparisons):
 
 def improved_metrics(means, new, old):
     """The metrics on which source ``new`` beats source ``old`` (None values skipped)."""
-    return [m for m in measured_metrics({new: means[new]}) if means[new][m] is not None and means[old][m] is not None and
-            better(m, means[new][m], means[old][m])]
+    return [m for m in measured_metrics({new: means[new]})
+            if means[new][m] is not None and means[old][m] is not None and better(m, means[new][m], means[old][m])]
 
 
 def report_markdown(report, title):
