@@ -158,6 +158,22 @@ class DiffusionRefinedSynthesizer(Synthesizer):
         steps)``."""
         return min(int(self.steps * strength), self.steps)
 
+    def draw_steps(self, batch, generator=None, device='cpu'):
+        """Per image: ``strength = max(U(0,1) * max_strength, 1 / steps)``, then its number of denoising steps.
+
+        Args:
+            batch (int): how many images.
+            generator (torch.Generator | None): the source of the B uniform draws (None: the global RNG of
+                ``device``).
+            device (str | torch.device): where the draws are made without a generator.
+
+        Returns:
+            list[int]: k per image, 1 <= k <= steps (the UNet runs k * sampler.order times for its group).
+        """
+        strengths = (_rand(generator, device, batch, dtype=torch.float64) * self.max_strength).clamp_min(1 / self.steps)
+        # strength >= 1/steps promises one step at least; int(steps * (1/steps)) can round down to 0 (steps = 49).
+        return [max(self.denoising_steps(s), 1) for s in strengths.tolist()]
+
     @torch.no_grad()
     def _denoise(self, lq, k, generator):
         """SDEdit over the last ``k`` of the sampler's ``steps`` steps.
@@ -226,11 +242,7 @@ class DiffusionRefinedSynthesizer(Synthesizer):
         lq0 = self.first_stage(hr, generator)
         if self.max_strength == 0:
             return lq0
-        batch = lq0.size(0)
-        strengths = (_rand(generator, lq0.device, batch, dtype=torch.float64) * self.max_strength).clamp_min(
-            1 / self.steps)
-        # strength >= 1/steps promises one step at least; int(steps * (1/steps)) can round down to 0 (steps = 49).
-        ks = [max(self.denoising_steps(s), 1) for s in strengths.tolist()]
+        ks = self.draw_steps(lq0.size(0), generator, lq0.device)
         out = torch.empty_like(lq0, dtype=next(self.unet.parameters()).dtype)
         for k in sorted(set(ks)):
             index = torch.tensor([i for i, ki in enumerate(ks) if ki == k], device=lq0.device)
