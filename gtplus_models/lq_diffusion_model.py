@@ -19,21 +19,19 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from gtplus_arch.diffusion_synthesizer_arch import DEFAULT_NOISE_SCHEDULER, DiffusionRefinedSynthesizer
 from gtplus_arch.lq_diffusion_arch import build_noise_scheduler, sample_timesteps
 from gtplus_data.image_util import tensor_to_uint8, write_png
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import TRAIN_STREAM, VAL_STREAM, pair_seed
 
-# METHODS.md §4: T = 1000, linear betas, epsilon prediction (diffusers' DDPMScheduler keys).
-DEFAULT_NOISE_SCHEDULER = {'type': 'DDPMScheduler', 'num_train_timesteps': 1000, 'beta_schedule': 'linear',
-                           'prediction_type': 'epsilon'}
 DEFAULT_MAX_TIMESTEP = 250  # t < 250: the paper's lower bound of its 250-500 range, = max_strength 0.25 * T
 MIXED_PRECISION = {'no': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-# Validation: a strip per image (first stage | refined at each strength | a real LQ) and l_mse_val.
-DEFAULT_VAL_FIRST_STAGE = {'type': 'RealESRGANSynthesizer', 'scale': 4, 'preset': 'stablesr'}
+# Validation: a strip per image (first stage | refined at each strength | a real LQ) and l_mse_val. The first stage
+# defaults to DiffusionRefinedSynthesizer's own (RealESRGANSynthesizer, stablesr preset).
 DEFAULT_VAL_STRENGTHS = (0.1, 0.25)
 DEFAULT_VAL_STEPS = 20
-DEFAULT_VAL_SAMPLER = 'DDIMScheduler'
+DEFAULT_VAL_SAMPLER = {'type': 'DDIMScheduler'}  # deterministic (eta 0) and cheap
 # l_mse_val is taken at these fractions of max_timestep, so its value is comparable across validations and runs.
 VAL_TIMESTEP_FRACTIONS = (0.1, 0.5, 0.9)
 EXPORT_PREFIX = 'diffusers_'
@@ -114,10 +112,12 @@ class LQDiffusionModel(SRModel):
         train.export_every_checkpoint (bool): also ``models/diffusers_<iter>/`` at each checkpoint. Default false.
             Each export is written before that checkpoint's training state, so a resumed run never misses one.
         val.first_stage (dict): the synthesizer that makes the initial LQ of the validation strips from the
-            validation image treated as HR; default ``{type: RealESRGANSynthesizer, scale: 4, preset: stablesr}``.
+            validation image treated as HR; default DiffusionRefinedSynthesizer's (``{type: RealESRGANSynthesizer,
+            preset: stablesr}``, scale 4).
         val.strengths (list[float]): two refinement strengths in (0, 1]; default [0.1, 0.25].
         val.steps (int): sampler steps of the full schedule (only those below the strength run); default 20.
-        val.sampler (str | dict): the sampler of the refinement; default DDIM.
+        val.sampler (str | dict): the sampler of the refinement, ``{type: DDIMScheduler | UniPCMultistepScheduler |
+            ...}`` or just its type; default DDIM.
 
     Validation (every ``val.val_freq``; each validation image is a real LQ image, RGB [0,1]):
         - ``l_mse_val``: the EMA net's epsilon-MSE on the image (cropped to the UNet's size multiple) at the
@@ -321,17 +321,19 @@ class LQDiffusionModel(SRModel):
     # Validation
 
     def validation_synthesizer(self):
-        """A ``DiffusionRefinedSynthesizer`` (``val.first_stage``, ``val.sampler``, ``val.steps``) whose UNet is
-        :meth:`denoiser` itself (shared, not copied), built once."""
+        """A ``DiffusionRefinedSynthesizer`` (``val.first_stage``, ``val.sampler``, ``val.steps``, this model's noise
+        scheduler) whose UNet is :meth:`denoiser` itself (shared, not copied, so it always sees the current EMA
+        weights), built once."""
         if self._val_synth is None:
-            from gtplus_arch.diffusion_synthesizer_arch import DiffusionRefinedSynthesizer
             val_opt = self.opt.get('val') or {}
-            first_stage = dict(val_opt.get('first_stage') or DEFAULT_VAL_FIRST_STAGE)
+            sampler = val_opt.get('sampler', DEFAULT_VAL_SAMPLER)
+            first_stage = val_opt.get('first_stage')
             synth = DiffusionRefinedSynthesizer(
-                scale=first_stage.get('scale', 4), first_stage=first_stage, unet=self.denoiser(),
-                noise_scheduler=dict(self.noise_scheduler_block(self.opt)),
-                sampler=val_opt.get('sampler', DEFAULT_VAL_SAMPLER), steps=val_opt.get('steps', DEFAULT_VAL_STEPS),
-                max_strength=max(self.val_strengths()))
+                scale=(first_stage or {}).get('scale', 4), first_stage=first_stage,
+                unet=dict(self.opt['network_g']), noise_scheduler=self.noise_scheduler_block(self.opt),
+                sampler={'type': sampler} if isinstance(sampler, str) else sampler,
+                steps=val_opt.get('steps', DEFAULT_VAL_STEPS), max_strength=max(self.val_strengths()))
+            synth.unet = self.denoiser()  # its own freshly built UNet is dropped
             self._val_synth = synth.to(self.device)
         return self._val_synth
 
@@ -347,6 +349,7 @@ class LQDiffusionModel(SRModel):
 
         Args:
             lq (Tensor): [1,3,H,W] RGB [0,1] on self.device, H and W multiples of the UNet's size multiple.
+                The denoiser is in eval mode (the caller's job).
             index (int): the image's position in the validation set (seeds its noise).
 
         Returns:
@@ -359,29 +362,30 @@ class LQDiffusionModel(SRModel):
         x0 = (lq * 2 - 1).expand(len(timesteps), -1, -1, -1)
         noise = torch.randn(x0.shape, generator=self.generator(VAL_STREAM, index), device=self.device,
                             dtype=x0.dtype)
-        net = self.denoiser()
-        was_training = net.training
-        net.eval()
-        pred = net(self.noise_scheduler.add_noise(x0, noise, timesteps), timesteps)
-        net.train(was_training)
+        pred = self.denoiser()(self.noise_scheduler.add_noise(x0, noise, timesteps), timesteps)
         return F.mse_loss(pred.float(), noise).item()
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
         net = self.denoiser()
-        multiple = getattr(self.get_bare_model(net), 'size_multiple', 1)
+        multiple = net.size_multiple
         synth = self.validation_synthesizer()
         strengths = self.val_strengths()
+        was_training = net.training  # net_g itself when there is no EMA
+        net.eval()
         total = 0.
-        for index, data in enumerate(dataloader):
-            img = data['gt'].to(self.device)
-            name = osp.splitext(osp.basename(data['gt_path'][0]))[0]
-            lq = img[..., :img.shape[-2] // multiple * multiple, :img.shape[-1] // multiple * multiple]
-            if lq.shape[-1] == 0 or lq.shape[-2] == 0:
-                raise ValueError(f'validation image {name} is {tuple(img.shape[-2:])}, smaller than the UNet\'s size '
-                                 f'multiple {multiple}.')
-            total += self.mse_at_fixed_timesteps(lq, index)
-            self.write_strip(synth, img, name, index, strengths, current_iter)
+        try:
+            for index, data in enumerate(dataloader):
+                img = data['gt'].to(self.device)
+                name = osp.splitext(osp.basename(data['gt_path'][0]))[0]
+                lq = img[..., :img.shape[-2] // multiple * multiple, :img.shape[-1] // multiple * multiple]
+                if lq.shape[-1] == 0 or lq.shape[-2] == 0:
+                    raise ValueError(f'validation image {name} is {tuple(img.shape[-2:])}, smaller than the UNet\'s '
+                                     f'size multiple {multiple}.')
+                total += self.mse_at_fixed_timesteps(lq, index)
+                self.write_strip(synth, img, name, index, strengths, current_iter)
+        finally:
+            net.train(was_training)
         value = total / (index + 1)
         if not hasattr(self, 'best_metric_results'):
             self.best_metric_results = {}
@@ -399,8 +403,8 @@ class LQDiffusionModel(SRModel):
             hr (Tensor): [1,3,H,W] RGB [0,1], the validation image treated as HR (trimmed to what the first
                 stage and the UNet take).
         """
-        unit = synth.scale * getattr(self.get_bare_model(self.denoiser()), 'size_multiple', 1)
-        hr = hr[..., :hr.shape[-2] // unit * unit, :hr.shape[-1] // unit * unit]
+        # refine pads to the UNet's multiple itself; the first stage needs whole LQ pixels.
+        hr = hr[..., :hr.shape[-2] // synth.scale * synth.scale, :hr.shape[-1] // synth.scale * synth.scale]
         initial = synth.first_stage(hr, self.generator(VAL_STREAM, index))
         panels = [('initial LQ', tensor_to_uint8(initial))]
         for strength in strengths:
