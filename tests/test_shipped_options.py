@@ -11,8 +11,10 @@ import pytest
 
 from conftest import REPO
 
-SHIPPED = sorted(glob.glob(os.path.join(REPO, 'options', 'train', '*', '*.yml')) +
-                 glob.glob(os.path.join(REPO, 'options', 'test', '*', '*.yml')))
+# synth_*.yml hold only a network_synth block (for `gtplus synthesize --synth-opt`), not a training option file.
+SYNTH_ONLY = sorted(glob.glob(os.path.join(REPO, 'options', 'train', '*', 'synth_*.yml')))
+SHIPPED = sorted(p for p in glob.glob(os.path.join(REPO, 'options', 'train', '*', '*.yml')) +
+                 glob.glob(os.path.join(REPO, 'options', 'test', '*', '*.yml')) if p not in SYNTH_ONLY)
 
 
 def test_there_are_paper_scale_options_for_both_datasets():
@@ -38,7 +40,7 @@ def test_shipped_option_file_is_valid(path):
     networks = [key for key, value in opt.items() if key.startswith('network_') and isinstance(value, dict)]
     assert 'network_g' in networks
     for key in networks:
-        net = build_network(copy.deepcopy(opt[key]))
+        net = build_network(buildable(opt[key]))
         assert sum(p.numel() for p in net.parameters()) > 0
         assert isinstance(net, torch.nn.Module)
     for metric in ((opt.get('train') or {}).get('quality_opt') or {}).get('metrics', []):
@@ -46,6 +48,28 @@ def test_shipped_option_file_is_valid(path):
     for name, metric in ((opt.get('val') or {}).get('metrics') or {}).items():
         if metric['type'] == 'calculate_pyiqa':
             assert metric['metric'] in pyiqa.list_models(), name
+
+
+def exported_ddpm(path):
+    """The shipped LQDiffusionModel option file whose export ``path`` (experiments/<name>/models/diffusers_*) is."""
+    from gtplus_models.options import load_yaml
+    for candidate in SHIPPED:
+        opt = load_yaml(candidate)
+        if opt.get('model_type') == 'LQDiffusionModel' and path.startswith(f'experiments/{opt["name"]}/models/'
+                                                                            'diffusers_'):
+            return opt
+    raise AssertionError(f'{path} is the export of no shipped LQDiffusionModel option file')
+
+
+def buildable(block):
+    """A copy of a network block that builds here: a DiffusionRefinedSynthesizer whose UNet is the (not yet trained)
+    export of a shipped LQ-DDPM gets that option file's network_g instead, the network its export will hold."""
+    block = copy.deepcopy(block)
+    path = (block.get('unet') or {}).get('pretrained_path') if block.get('type') == 'DiffusionRefinedSynthesizer' \
+        else None
+    if path and not os.path.exists(path):
+        block['unet'] = exported_ddpm(path)['network_g']
+    return block
 
 
 def load_shipped(name):
@@ -92,6 +116,49 @@ def test_paper_scale_training_uses_the_official_effective_loss_scales(path):
         assert train['pixel_opt'] == {'type': 'L1Loss', 'loss_weight': OFFICIAL_L1_WEIGHT, 'reduction': 'mean'}
         assert OFFICIAL_L1_WEIGHT == 2.0
         assert train['clamp_output'] is True and train['cond_per_sample'] is False
+
+
+@pytest.mark.parametrize('path', SYNTH_ONLY, ids=lambda p: os.path.relpath(p, REPO))
+def test_shipped_synthesizer_file_is_valid(path):
+    """A synth.yml is what `gtplus synthesize --synth-opt` reads: one registered network_synth block that builds."""
+    from basicsr.archs import build_network
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    import gtplus_models  # noqa: F401  (registers everything)
+    from gtplus_models.options import check_constructor_arguments
+    from gtplus_models.synthesis import read_synth_opt
+    block = read_synth_opt(path)
+    check_constructor_arguments('network_synth', ARCH_REGISTRY.get(block['type']), block)
+    synth = build_network(buildable(block))
+    assert synth.scale == block['scale'] and synth.min_size() > 0
+
+
+def test_diffusion_pairs_are_the_paper_setup():
+    """METHODS.md §4: the 256^2 LQ-DDPM (128/256/512/512, attention at level 3, 2 layers, T = 1000 linear, epsilon,
+    t < 250, AdamW 1e-4, EMA, fp16) on real LQ; UniPC 50 steps, max strength 0.25 after the StableSR degradation; the
+    fine-tuning uses that very block, loads the DDPM's export and validates on a real LR/HR pair."""
+    from gtplus_models.synthesis import read_synth_opt
+    ddpm = load_shipped('train_LQDDPM_256.yml')
+    assert ddpm['model_type'] == 'LQDiffusionModel' and ddpm['datasets']['train']['type'] == 'GTPlusSingleHRDataset'
+    assert ddpm['datasets']['train']['gt_size'] == ddpm['network_g']['sample_size'] == 256
+    unet = ddpm['network_g']
+    assert unet['block_out_channels'] == [128, 256, 512, 512] and unet['layers_per_block'] == 2
+    assert unet['down_block_types'] == ['DownBlock2D'] * 3 + ['AttnDownBlock2D']
+    assert unet['up_block_types'] == ['AttnUpBlock2D'] + ['UpBlock2D'] * 3
+    assert ddpm['noise_scheduler'] == {'type': 'DDPMScheduler', 'num_train_timesteps': 1000,
+                                       'beta_schedule': 'linear', 'prediction_type': 'epsilon'}
+    train = ddpm['train']
+    assert train['max_timestep'] == 250 and train['ema_decay'] > 0 and train['mixed_precision'] == 'fp16'
+    assert train['optim_g']['type'] == 'AdamW' and train['optim_g']['lr'] == pytest.approx(1e-4)
+    assert train['export_diffusers'] is True
+    synth = read_synth_opt([p for p in SYNTH_ONLY if p.endswith('synth_DiffusionRefined_UniPC50.yml')][0])
+    assert synth['sampler'] == {'type': 'UniPCMultistepScheduler'} and synth['steps'] == 50
+    assert synth['max_strength'] == 0.25 and synth['first_stage']['preset'] == 'stablesr'
+    assert synth['unet'] == {'pretrained_path': f'experiments/{ddpm["name"]}/models/diffusers_latest'}
+    fine_tuning = load_shipped('train_EDSR_x4_diffusion_pairs.yml')
+    assert fine_tuning['model_type'] == 'SynthesizedSRModel' and fine_tuning['network_synth'] == synth
+    assert fine_tuning['path']['pretrain_network_g'] and 'dataroot_lq' not in fine_tuning['datasets']['train']
+    assert fine_tuning['datasets']['val']['dataroot_lq'] and fine_tuning['datasets']['train']['gt_size'] % 4 == 0
 
 
 @pytest.mark.parametrize('path', SHIPPED, ids=lambda p: os.path.relpath(p, REPO))
