@@ -13,7 +13,7 @@ help. To add one: write ``quickstart/<name>.py`` and its templates, and list the
 import importlib
 import os.path as osp
 
-PIPELINE_MODULES = ('enhanced_supervision', 'undertrained')
+PIPELINE_MODULES = ('enhanced_supervision', 'undertrained', 'diffusion')
 DEFAULT_PIPELINE = 'enhanced-supervision'
 ALL = 'all'
 

@@ -82,14 +82,16 @@ def prepare_data(out, splits, photos=None):
 
 def psnr_to_reference(prefix, reference_prefix):
     """Mean PSNR (dB, RGB, 8-bit) of a pair set's LR against another set's LR of the same photos (the bicubic
-    HR↓): how far a degradation moves the LR. Keys ``<key>_v<i>`` (``--variants``) match the reference's ``<key>``;
-    None when every image is identical to its reference."""
+    HR↓): how far a degradation moves the LR. Keys match as they are, or ``<key>_v<i>`` (``--variants``) the
+    reference's ``<key>``, or ``<key>`` the reference's ``<key>_v0``; None when every image equals its reference."""
     from basicsr.metrics import calculate_psnr
     reference = ImageSource(f'{reference_prefix}_lq.lmdb')
     source = ImageSource(f'{prefix}_lq.lmdb')
     values = []
     for key in source.keys:
-        ref_key = key if key in reference.keys else key.rsplit('_v', 1)[0]
+        ref_key = next((k for k in (key, key.rsplit('_v', 1)[0], f'{key}_v0') if k in reference.keys), None)
+        if ref_key is None:
+            raise ValueError(f'{prefix}_lq.lmdb key {key!r} has no counterpart in {reference_prefix}_lq.lmdb')
         values.append(calculate_psnr(to_uint8(source.read(key)), to_uint8(reference.read(ref_key)), crop_border=0))
     finite = [v for v in values if v != float('inf')]
     return float(sum(finite) / len(finite)) if finite else None
