@@ -2,8 +2,8 @@
 from gtplus_models.commands._shared import add_cond_argument
 
 HELP = ('Run a whole pipeline on the embedded photos on this CPU (enhanced-supervision: about 5-8 minutes; '
-        'undertrained: about 5): data, training, the method and its control, held-out evaluation; writes '
-        'report.json, report.md and figures/.')
+        'undertrained: about 3.5; diffusion: about 6): data, training, the method and its control, held-out '
+        'evaluation; writes report.json, report.md and figures/.')
 
 
 def add_arguments(parser):

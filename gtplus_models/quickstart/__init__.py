@@ -1,6 +1,6 @@
 """The quickstart pipelines: each method end to end on the embedded photos, on a CPU, as an honest experiment.
 
-One module per pipeline (``enhanced_supervision.py`` and ``undertrained.py`` today; ``diffusion`` and ``iqpir``
+One module per pipeline (``enhanced_supervision.py``, ``undertrained.py`` and ``diffusion.py`` today; ``iqpir``
 next), each defining ``NAME`` (the ``--pipeline`` value), ``HELP`` (one line) and
 ``run(out, size, iters, cond, photos, holdout) -> report``; its
 YAML templates live in ``templates/<module name>/``. ``common.py`` holds the shared stage machinery (photos, LMDBs,
