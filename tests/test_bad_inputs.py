@@ -238,6 +238,17 @@ def synth_yaml(content):
     return setup
 
 
+def diffusers_folder_without_weights(tmp_path, world):
+    """A setup: ``{synth}``, a DiffusionRefinedSynthesizer YAML whose UNet folder ``{ddpm}`` holds a config.json and
+    no weights (an interrupted copy of a released LQ-DDPM folder)."""
+    import json
+    folder = tmp_path / 'ddpm' / 'unet'
+    folder.mkdir(parents=True)
+    (folder / 'config.json').write_text(json.dumps({'_class_name': 'UNet2DModel'}))
+    block = {'type': 'DiffusionRefinedSynthesizer', 'scale': 4, 'unet': {'pretrained_path': str(tmp_path / 'ddpm')}}
+    return {'synth': write_yaml(tmp_path / 'synth.yml', {'network_synth': block}), 'ddpm': str(tmp_path / 'ddpm')}
+
+
 def pair_lmdbs(lq_keys, gt_keys, gt_size=32):
     """A setup writing ``{pairs}_lq.lmdb`` (8x8 images) and ``{pairs}_gt.lmdb`` (gt_size² images)."""
     def setup(tmp_path, world):
@@ -516,6 +527,20 @@ BAD_INPUTS = [
         ['--out {a_file} is an existing file, not a folder'], pair_lmdbs(['a'], ['a'])),
     Row('degradation-report-clusters-one', ['degradation-report', '{pairs}', '--out', '{out}/r', '--clusters', '1'],
         ['--clusters must be an integer >= 2, got 1'], pair_lmdbs(['a'], ['a'])),
+    Row('synthesize-diffusion-unet-folder-missing', SYNTHESIZE,
+        ['LQDiffusionUNet pretrained_path /nonexistent/lq_ddpm'],
+        synth_yaml({'network_synth': {'type': 'DiffusionRefinedSynthesizer', 'scale': 4,
+                                      'unet': {'pretrained_path': '/nonexistent/lq_ddpm'}}})),
+    Row('synthesize-diffusion-unet-folder-without-weights', SYNTHESIZE,
+        ['LQDiffusionUNet pretrained_path {ddpm}: no weights in {ddpm}/unet'], diffusers_folder_without_weights),
+    Row('synthesize-diffusion-unknown-sampler', SYNTHESIZE, ["sampler: unknown type 'NoSuchScheduler'"],
+        synth_yaml({'network_synth': {'type': 'DiffusionRefinedSynthesizer', 'scale': 4,
+                                      'unet': {'block_out_channels': [8, 16], 'norm_num_groups': 4,
+                                               'down_block_types': ['DownBlock2D', 'DownBlock2D'],
+                                               'up_block_types': ['UpBlock2D', 'UpBlock2D']},
+                                      'sampler': {'type': 'NoSuchScheduler'}}})),
+    Row('quickstart-diffusion-size-not-multiple-of-8', ['quickstart', '{out}/qs', '--pipeline', 'diffusion',
+                                                        '--size', '132'], ['--size must be a multiple of 8']),
     # synthesizer models
     Row('train-synth-without-snapshot', TRAIN, ['path.pretrain_network_synth is required',
                                                 'UndertrainedReconstructionSynthesizer'], synthesized_sr()),
