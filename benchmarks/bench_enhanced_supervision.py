@@ -107,7 +107,7 @@ def metrics_row(values):
 def make_figure(path, key, gt, enhanced, refined, restorer, control):
     """One held-out photo: per source set, GT | Î(c) for each c, and restorer | + control | + ORNet(c)."""
     from gtplus_data.image_util import to_uint8, write_png
-    from gtplus_models.tools.figures import labelled_strip, stack_rows
+    from gtplus_data.figures import labelled_strip, stack_rows
     rows = []
     for name in enhanced:
         rows.append(labelled_strip([(f'GT [{key}]', to_uint8(gt.read(key)))] +

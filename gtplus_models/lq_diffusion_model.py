@@ -11,7 +11,7 @@ import os.path as osp
 import shutil
 from collections import OrderedDict
 
-import numpy as np
+import cv2
 import torch
 import torch.nn.functional as F
 from basicsr.models.sr_model import SRModel
@@ -21,6 +21,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from gtplus_arch.diffusion_synthesizer_arch import DEFAULT_NOISE_SCHEDULER, DiffusionRefinedSynthesizer
 from gtplus_arch.lq_diffusion_arch import build_noise_scheduler, sample_timesteps
+from gtplus_data.figures import labelled_strip
 from gtplus_data.image_util import tensor_to_uint8, write_png
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import TRAIN_STREAM, VAL_STREAM, pair_seed
@@ -36,7 +37,6 @@ DEFAULT_VAL_SAMPLER = {'type': 'DDIMScheduler'}  # deterministic (eta 0) and che
 VAL_TIMESTEP_FRACTIONS = (0.1, 0.5, 0.9)
 EXPORT_PREFIX = 'diffusers_'
 STRIP_HEIGHT = 128  # LQ validation images are small: panels are enlarged (nearest) so the texture stays visible
-LABEL_HEIGHT = 22
 
 
 def _check_number(key, value, low, high, integer=False):
@@ -45,30 +45,6 @@ def _check_number(key, value, low, high, integer=False):
         raise OptionsError(f'{key} must be {"an integer" if integer else "a number"} in [{low}, {high}], '
                            f'got {value!r}.')
     return value
-
-
-def _labelled_strip(panels, height=STRIP_HEIGHT, gap=4):
-    """Panels side by side, each under a label bar, enlarged with nearest neighbours to ``height``.
-
-    (gtplus_models.tools.figures has the same helper for the tools; a model sits below the tools and cannot import
-    it.)
-
-    Args:
-        panels (list[tuple[str, ndarray]]): (label, HxWx3 uint8 RGB).
-
-    Returns:
-        ndarray: (LABEL_HEIGHT + height) x W x 3 uint8 RGB.
-    """
-    import cv2
-    parts = []
-    for text, img in panels:
-        width = max(1, round(img.shape[1] * height / img.shape[0]))
-        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_NEAREST)
-        bar = np.full((LABEL_HEIGHT, max(width, 8 * len(text)), 3), 255, np.uint8)
-        cv2.putText(bar, text, (4, LABEL_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        img = np.pad(img, ((0, 0), (0, bar.shape[1] - width), (0, 0)), constant_values=255)
-        parts += [np.concatenate([bar, img], axis=0), np.full((LABEL_HEIGHT + height, gap, 3), 255, np.uint8)]
-    return np.concatenate(parts[:-1], axis=1)
 
 
 def export_folder(models_dir, label):
@@ -415,4 +391,4 @@ class LQDiffusionModel(SRModel):
         folder = self.opt['path']['visualization']
         path = (osp.join(folder, name, f'{name}_{current_iter}.png') if self.opt['is_train'] else
                 osp.join(folder, f'{name}_{self.opt["name"]}.png'))
-        write_png(path, _labelled_strip(panels))
+        write_png(path, labelled_strip(panels, STRIP_HEIGHT, interpolation=cv2.INTER_NEAREST))

@@ -416,8 +416,9 @@ BAD_INPUTS = [
     Row('quickstart-cond-out-of-range', ['quickstart', '{out}/qs', '--cond', '2'], ['--cond must be in [0,1]']),
     Row('quickstart-undertrained-size-not-multiple-of-8', ['quickstart', '{out}/qs', '--pipeline', 'undertrained',
                                                            '--size', '132'], ['--size must be a multiple of 8']),
-    Row('quickstart-undertrained-holdout-unknown', ['quickstart', '{out}/qs', '--pipeline', 'undertrained',
-                                                    '--holdout', 'nosuchphoto'], ['--holdout names no photo: nosuchphoto']),
+    Row('quickstart-undertrained-holdout-unknown',
+        ['quickstart', '{out}/qs', '--pipeline', 'undertrained', '--holdout', 'nosuchphoto'],
+        ['--holdout names no photo: nosuchphoto']),
     # refine: flags
     Row('refine-restorer-without-weights', REFINE + ['--restorer-opt', '{msrresnet_yml}'],
         ['--restorer-opt and --restorer-weights go together']),

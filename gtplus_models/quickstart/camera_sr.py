@@ -23,7 +23,7 @@ from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, load_photos, load_stage_network, split_photos,
                                              write_lmdb, write_originals)
 from gtplus_models.quickstart.report import evaluate_images, improved_metrics, summarise
-from gtplus_models.tools.figures import labelled_strip, stack_rows
+from gtplus_data.figures import labelled_strip, stack_rows
 from gtplus_models.tools.tiling import run_chain
 
 TEST_PHOTOS = ('chelsea', 'rocket')

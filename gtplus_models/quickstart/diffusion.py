@@ -28,7 +28,7 @@ from gtplus_models.quickstart import camera_sr
 from gtplus_models.quickstart.camera_sr import SCALE, SYNTH_SEED, data_path, pair_prefix, real_prefix
 from gtplus_models.quickstart.common import StageTimer, network_opt, train_stage
 from gtplus_models.quickstart.report import write_report
-from gtplus_models.tools.figures import labelled_strip, stack_rows
+from gtplus_data.figures import labelled_strip, stack_rows
 
 NAME = 'diffusion'
 TEMPLATES = 'diffusion'  # quickstart/templates/<TEMPLATES>/

@@ -35,7 +35,7 @@ from gtplus_models.quickstart.report import (ArraySource, evaluate_images, impro
                                              write_report)
 from gtplus_models.tools.enhance_gt import enhanced_sweep, mask_panels, read_sources, source_names, write_enhanced_gt
 from gtplus_models.tools.enhancer_pairs import write_enhancer_pairs
-from gtplus_models.tools.figures import labelled_strip, stack_rows, write_sources_preview
+from gtplus_data.figures import labelled_strip, stack_rows, write_sources_preview
 from gtplus_models.tools.refine import cond_folder, refine_source
 from gtplus_models.tools.super_resolve import (arch_enhancer, detail_options, super_resolve_gt, variant_path,
                                                write_variants)

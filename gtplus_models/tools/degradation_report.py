@@ -49,7 +49,7 @@ from gtplus_data.image_source import ImageSource, describe_key_mismatch
 from gtplus_data.image_util import to_uint8, write_png
 from gtplus_data.make_lmdb import paired_lmdb_paths
 from gtplus_data.side_file import write_json
-from gtplus_models.tools.figures import preview_rows, stack_rows
+from gtplus_data.figures import preview_rows, stack_rows
 from gtplus_models.tools.refine import check_output_folder
 from gtplus_models.tools.synthesize import bicubic_down
 

@@ -10,7 +10,7 @@ from gtplus_data.lmdb_shards import merge_shards, write_sharded
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.checkpoints import load_frozen_network
 from gtplus_models.enhanced_supervision import enhance
-from gtplus_models.tools.figures import labelled_strip, mask_to_colour, preview_rows, stack_rows
+from gtplus_data.figures import labelled_strip, mask_to_colour, preview_rows, stack_rows
 
 
 def read_sources(gt_source, variant_sources, key, device):

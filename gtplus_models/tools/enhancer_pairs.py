@@ -18,7 +18,7 @@ from gtplus_data.degradations import key_seed, sr_degrade
 from gtplus_data.image_source import ImageSource, input_source
 from gtplus_data.lmdb_shards import merge_shards, write_sharded
 from gtplus_data.lmdb_writer import is_complete
-from gtplus_models.tools.figures import write_sources_preview
+from gtplus_data.figures import write_sources_preview
 
 # (lowest, highest) allowed value of each range, for the checks and their messages.
 RANGE_LIMITS = {'blur': (0., None), 'noise': (0., 255.), 'jpeg': (1, 100)}

@@ -17,7 +17,7 @@ from gtplus_arch import ORNet
 from gtplus_data.image_source import input_source
 from gtplus_data.image_util import ImageReadError, image_to_tensor, tensor_to_uint8, write_png
 from gtplus_models.checkpoints import load_frozen_network
-from gtplus_models.tools.figures import labelled_strip
+from gtplus_data.figures import labelled_strip
 from gtplus_models.tools.tiling import check_tiling, run_chain
 
 

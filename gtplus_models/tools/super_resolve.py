@@ -40,7 +40,7 @@ from gtplus_data.image_util import image_to_tensor, tensor_to_image, tensor_to_u
 from gtplus_data.lmdb_shards import merge_shards, write_sharded
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.checkpoints import load_frozen_network
-from gtplus_models.tools.figures import write_sources_preview
+from gtplus_data.figures import write_sources_preview
 from gtplus_models.tools.tiling import check_tiling, tiled_forward
 
 DETAIL_DEFAULT_SIGMA = inspect.signature(GTPlusDetailEnhancer).parameters['sigma'].default

@@ -58,7 +58,7 @@ from gtplus_data.make_lmdb import paired_lmdb_paths
 from gtplus_data.side_file import SIDE_FILE_FORMAT, side_file_path, write_json
 from gtplus_models.checkpoints import read_checkpoint
 from gtplus_models.synthesis import load_synthesizer, snapshot_epoch
-from gtplus_models.tools.figures import preview_rows, stack_rows
+from gtplus_data.figures import preview_rows, stack_rows
 
 SIDE_FILE_NAME = 'synthesis'
 DESCRIPTION = ('Provenance of each LQ image of this LMDB (gtplus synthesize). records[key]: hr_key (the HR image it '

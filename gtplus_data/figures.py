@@ -7,12 +7,13 @@ from gtplus_data.image_util import to_uint8, write_png
 LABEL_HEIGHT = 22
 
 
-def fit_height(img, height):
-    """Resize an HxWx3 uint8 image to ``height`` keeping its aspect ratio."""
+def fit_height(img, height, interpolation=cv2.INTER_AREA):
+    """Resize an HxWx3 uint8 image to ``height`` keeping its aspect ratio (``cv2.INTER_NEAREST`` shows the pixels of
+    a small LQ image as they are)."""
     if img.shape[0] == height:
         return img
     width = max(1, round(img.shape[1] * height / img.shape[0]))
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (width, height), interpolation=interpolation)
 
 
 def label_panel(img, text):
@@ -22,19 +23,20 @@ def label_panel(img, text):
     return np.concatenate([bar, img], axis=0)
 
 
-def labelled_strip(panels, height=None, gap=4):
+def labelled_strip(panels, height=None, gap=4, interpolation=cv2.INTER_AREA):
     """Side-by-side labelled panels.
 
     Args:
         panels (list[tuple[str, ndarray]]): (label, HxWx3 uint8 RGB) pairs.
         height (int | None): common panel height (default: the first panel's).
         gap (int): white pixels between panels.
+        interpolation (int): how panels are resized to ``height`` (see :func:`fit_height`).
 
     Returns:
         ndarray: the strip, uint8 RGB.
     """
     height = height or panels[0][1].shape[0]
-    labelled = [label_panel(fit_height(img, height), text) for text, img in panels]
+    labelled = [label_panel(fit_height(img, height, interpolation), text) for text, img in panels]
     spacer = np.full((labelled[0].shape[0], gap, 3), 255, np.uint8)
     parts = []
     for panel in labelled:
