@@ -12,6 +12,7 @@ held-out camera LR by every trained network, the report (PSNR/SSIM against the H
 control) and the comparison figure. Each pipeline adds its synthesizers and fine-tuning stages.
 """
 import json
+import os
 import os.path as osp
 
 import torch
@@ -20,8 +21,8 @@ from gtplus_data.degradations import camera_lr, key_seed
 from gtplus_data.image_source import ImageSource
 from gtplus_data.image_util import image_to_tensor, tensor_to_image, to_uint8, write_png
 from gtplus_data.lmdb_writer import is_complete
-from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, load_photos, load_stage_network, split_photos,
-                                             write_lmdb, write_originals)
+from gtplus_models.quickstart.common import (MIN_PHOTO_SIZE, StageTimer, load_photos, load_stage_network, split_photos,
+                                             train_stage, write_lmdb, write_originals)
 from gtplus_models.quickstart.report import evaluate_images, improved_metrics, summarise
 from gtplus_data.figures import labelled_strip, stack_rows
 from gtplus_models.tools.tiling import run_chain
@@ -78,6 +79,24 @@ def prepare_data(out, splits, photos=None):
             write_lmdb(f'{prefix}_gt.lmdb', images)
             write_lmdb(f'{prefix}_lq.lmdb', camera_pairs(images))
     return splits
+
+
+def start(out, pipeline, templates, size, photos, holdout, iters):
+    """The first stages of a camera-SR pipeline: options checked, OUT made, the data (:func:`prepare_data`) and the
+    bicubic-pretrained SR network (template ``pretrain``).
+
+    Returns:
+        tuple: (absolute OUT, the StageTimer, the held-out keys, the ``--force_yml`` entries that make a preview's
+        SR stages validate once, at their last iteration).
+    """
+    splits = load_splits(pipeline, size, photos, holdout)
+    out = osp.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    timed = StageTimer()
+    timed('data', prepare_data, out, splits, photos)
+    validate_at_end = [f'val:val_freq={iters}'] if iters else []
+    timed('train_pretrain', train_stage, out, templates, 'pretrain', iters, validate_at_end)
+    return out, timed, tuple(sorted(splits['test'])), validate_at_end
 
 
 def psnr_to_reference(prefix, reference_prefix):

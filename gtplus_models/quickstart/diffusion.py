@@ -15,7 +15,6 @@ Stages (each skipped when its output exists, so a rerun resumes; templates in ``
 7. super-resolve the held-out camera LR; 8. report.json / report.md and figures (comparison, LR sheet, strength
    sweep).
 """
-import os
 import os.path as osp
 
 import torch
@@ -26,7 +25,7 @@ from gtplus_data.image_util import image_to_tensor, tensor_to_image, to_uint8, w
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.quickstart import camera_sr
 from gtplus_models.quickstart.camera_sr import SCALE, SYNTH_SEED, data_path, pair_prefix, real_prefix
-from gtplus_models.quickstart.common import StageTimer, network_opt, train_stage
+from gtplus_models.quickstart.common import network_opt, train_stage
 from gtplus_models.quickstart.report import write_report
 from gtplus_data.figures import labelled_strip, stack_rows
 
@@ -93,14 +92,7 @@ def run(out, size=PHOTO_SIZE, iters=None, cond=None, photos=None, holdout=None):
         photos (str | None): a folder of the user's photographs instead of the embedded ones.
         holdout (list[str] | None): photo names held out for the report.
     """
-    splits = camera_sr.load_splits(NAME, size, photos, holdout)
-    out = osp.abspath(out)
-    os.makedirs(out, exist_ok=True)
-    timed = StageTimer()
-    timed('data', camera_sr.prepare_data, out, splits, photos)
-    test_keys = tuple(sorted(splits['test']))
-    validate_at_end = [f'val:val_freq={iters}'] if iters else []
-    timed('train_pretrain', train_stage, out, TEMPLATES, 'pretrain', iters, validate_at_end)
+    out, timed, test_keys, validate_at_end = camera_sr.start(out, NAME, TEMPLATES, size, photos, holdout, iters)
     timed('train_ddpm', train_stage, out, TEMPLATES, 'ddpm', iters)
     timed('synthesize', synthesize_pair_sets, out)
     degradations = timed('degradation_report', camera_sr.degradation_summary, out,

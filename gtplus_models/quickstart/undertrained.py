@@ -16,7 +16,6 @@ Stages (each skipped when its output exists, so a rerun resumes; templates in ``
    FINETUNE_EPOCH pairs (SynthesizedSRModel); 7. super-resolve the held-out camera LR with each model;
 8. report.json / report.md (PSNR/SSIM against the HR, NIQE, PIQE; verdicts against the bicubic control) and figures.
 """
-import os
 import os.path as osp
 
 from gtplus_data.degradations import CAMERA_LR
@@ -24,7 +23,7 @@ from gtplus_data.image_source import ImageSource
 from gtplus_data.lmdb_writer import is_complete
 from gtplus_models.quickstart import camera_sr
 from gtplus_models.quickstart.camera_sr import SCALE, SYNTH_SEED, data_path, pair_prefix, real_prefix
-from gtplus_models.quickstart.common import StageTimer, latest_weights, network_opt, train_stage
+from gtplus_models.quickstart.common import latest_weights, network_opt, train_stage
 from gtplus_models.quickstart.report import improved_metrics, write_report
 
 NAME = 'undertrained'
@@ -101,14 +100,7 @@ def run(out, size=PHOTO_SIZE, iters=None, cond=None, photos=None, holdout=None):
         photos (str | None): a folder of the user's photographs instead of the embedded ones.
         holdout (list[str] | None): photo names held out for the report.
     """
-    splits = camera_sr.load_splits(NAME, size, photos, holdout)
-    out = osp.abspath(out)
-    os.makedirs(out, exist_ok=True)
-    timed = StageTimer()
-    timed('data', camera_sr.prepare_data, out, splits, photos)
-    test_keys = tuple(sorted(splits['test']))
-    validate_at_end = [f'val:val_freq={iters}'] if iters else []
-    timed('train_pretrain', train_stage, out, TEMPLATES, 'pretrain', iters, validate_at_end)
+    out, timed, test_keys, validate_at_end = camera_sr.start(out, NAME, TEMPLATES, size, photos, holdout, iters)
     timed('train_vqvae2', train_stage, out, TEMPLATES, 'vqvae2')
     timed('synthesize', synthesize_pair_sets, out)
     degradations = timed('degradation_report', degradation_summary, out)
