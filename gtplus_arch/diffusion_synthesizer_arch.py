@@ -16,7 +16,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from gtplus_arch.lq_diffusion_arch import (LQDiffusionUNet, _scheduler_class, build_noise_scheduler,
                                            check_scheduler_keys, load_scheduler_folder, pipeline_scheduler_folder)
 from gtplus_arch.nafnet_arch import pad_to_multiple
-from gtplus_arch.synthesizer_arch import Synthesizer, _rand, _randn, build_synthesizer
+from gtplus_arch.synthesizer_arch import Synthesizer, _rand, _randn, build_first_stage
 
 # METHODS.md §4: the training schedule of the LQ-DDPM (T = 1000, linear betas, ε-prediction).
 DEFAULT_NOISE_SCHEDULER = {'type': 'DDPMScheduler', 'num_train_timesteps': 1000, 'beta_schedule': 'linear',
@@ -88,15 +88,7 @@ class DiffusionRefinedSynthesizer(Synthesizer):
         self.steps = steps
         self.max_strength = float(max_strength)
 
-        stage = dict(first_stage) if isinstance(first_stage, Mapping) else first_stage
-        if stage is None:
-            stage = dict(DEFAULT_FIRST_STAGE)
-        if isinstance(stage, dict):
-            stage = {'scale': scale, **stage}
-        self.first_stage = build_synthesizer(stage)
-        if self.first_stage.scale != scale:
-            raise ValueError(f'DiffusionRefinedSynthesizer: first_stage ({type(self.first_stage).__name__}) has scale '
-                             f'{self.first_stage.scale}, but scale is {scale}; they must be equal')
+        self.first_stage = build_first_stage(first_stage, scale, DEFAULT_FIRST_STAGE, type(self).__name__)
 
         self.unet_opt = _unet_block(unet)
         self.unet = LQDiffusionUNet(**self.unet_opt)

@@ -93,6 +93,28 @@ def build_synthesizer(opt):
     return cls(**kwargs)
 
 
+def build_first_stage(first_stage, scale, default, owner):
+    """The first stage of a composed synthesizer: a block (its ``scale`` defaulting to ``scale``), a built
+    Synthesizer, or None for ``default``; its scale must equal ``scale``.
+
+    Args:
+        first_stage (dict | Synthesizer | None): what the YAML gave.
+        scale (int): the composed synthesizer's scale.
+        default (dict): the block used when ``first_stage`` is None.
+        owner (str): the composed synthesizer's class name, for the error.
+    """
+    stage = dict(first_stage) if isinstance(first_stage, Mapping) else first_stage
+    if stage is None:
+        stage = dict(default)
+    if isinstance(stage, dict):
+        stage = {'scale': scale, **stage}
+    built = build_synthesizer(stage)
+    if built.scale != scale:
+        raise ValueError(f'{owner}: first_stage ({type(built).__name__}) has scale {built.scale}, but scale is '
+                         f'{scale}; they must be equal')
+    return built
+
+
 class Synthesizer(nn.Module):
     """Base of the degradation synthesizers (see the module docstring for the contract).
 
@@ -823,15 +845,7 @@ class UndertrainedReconstructionSynthesizer(Synthesizer):
             raise ValueError(f"UndertrainedReconstructionSynthesizer reconstruction is {net_cls.__name__}, a "
                              'synthesizer; it must be a network that keeps the image size (e.g. VQVAE2)')
         self.reconstruction = net_cls(**kwargs)
-        stage = dict(first_stage) if isinstance(first_stage, Mapping) else first_stage
-        if stage is None:
-            stage = {'type': 'BicubicSynthesizer'}
-        if isinstance(stage, dict):
-            stage = {'scale': scale, **stage}
-        self.first_stage = build_synthesizer(stage)
-        if self.first_stage.scale != scale:
-            raise ValueError(f'UndertrainedReconstructionSynthesizer: first_stage ({type(self.first_stage).__name__}) '
-                             f'has scale {self.first_stage.scale}, but scale is {scale}; they must be equal')
+        self.first_stage = build_first_stage(first_stage, scale, {'type': 'BicubicSynthesizer'}, type(self).__name__)
         self.reconstruction.eval()
 
     def train(self, mode=True):
