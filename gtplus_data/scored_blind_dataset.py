@@ -159,8 +159,10 @@ def load_scores(root, keys, score_file='quality_scores', score_name='ensemble', 
     missing = [key for key in keys if records.get(key, {}).get(score_name) is None]
     if missing:
         more = f' (+{len(missing) - 10} more)' if len(missing) > 10 else ''
+        # `gtplus score` writes 'ensemble' only with --ensemble: name what the file does hold.
+        fields = sorted({field for record in records.values() for field in record})
         raise ValueError(f'{len(missing)} key(s) have no {score_name!r} score in {path}: {", ".join(missing[:10])}'
-                         f'{more}')
+                         f'{more} (fields recorded: {", ".join(fields) or "none"}; see score_name)')
     raw = {}
     for key in keys:
         value = records[key][score_name]

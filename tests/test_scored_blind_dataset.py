@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from data_helpers import random_rgb
+from data_helpers import make_folder, random_rgb
 
 from gtplus_data.lmdb_writer import write_images
 
@@ -15,14 +15,14 @@ NIQE = {'k0': 3., 'k1': 5., 'k2': 4., 'k3': 7.}  # lower is better
 MUSIQ = {'k0': 40., 'k1': 80., 'k2': 50., 'k3': 60.}  # higher is better
 
 
-def write_scores(root, raw, ensemble=True):
+def write_scores(root, raw, ensemble=True, kind='lmdb'):
     """The side file exactly as `gtplus score` writes it (scoring.build_payload + write_json at its default path),
     from raw scores instead of running pyiqa; metrics carry their direction as the pyiqa adapters do."""
     from gtplus_data.side_file import write_json
     from gtplus_models.tools.scoring import build_payload, default_paths
     names = list(next(iter(raw.values())))
     metrics = {name: SimpleNamespace(lower_better=name == 'niqe') for name in names}
-    write_json(default_paths(root, 'lmdb')[0], build_payload(raw, metrics, {}, ensemble))
+    write_json(default_paths(root, kind)[0], build_payload(raw, metrics, {}, ensemble))
 
 
 @pytest.fixture(scope='module')
@@ -69,6 +69,17 @@ def test_items_shapes_ranges_and_batches(scored):
     resized = build(scored, phase='val', out_size=[12, 16])[1]
     assert resized['gt'].shape == resized['lq'].shape == (3, 12, 16)
     assert build(scored, out_size=8)[0]['lq'].shape == (3, 8, 8)
+
+
+def test_image_folder_with_its_side_file(tmp_path):
+    folder, _ = make_folder(tmp_path / 'photos', num=3, height=20, width=20)
+    write_scores(folder, {f'{i:03d}': {'musiq': 10. * i} for i in range(3)}, ensemble=False, kind='folder')
+    dataset = build(folder, io_backend={'type': 'disk'}, score_name='musiq', gt_size=16)
+    item = dataset[2]
+    assert len(dataset) == 3 and item['gt_path'].endswith('002.png') and item['lq'].shape == (3, 16, 16)
+    assert item['score'].item() == 1.
+    one_line_error(r"3 key\(s\) have no 'ensemble' score .*: 000, 001, 002 \(fields recorded: musiq;", build, folder,
+                   io_backend={'type': 'disk'}, score_name='ensemble')
 
 
 def test_scores_normalised_over_the_dataset(scored):
