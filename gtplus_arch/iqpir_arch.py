@@ -1,4 +1,5 @@
-"""IQPIR: a dual-codebook VQGAN (common + HQ+) and a quality-conditioned CodeFormer-style transformer.
+"""IQPIR: a dual-codebook VQGAN (common + HQ+), a quality-conditioned CodeFormer-style transformer, and the VQGAN
+patch discriminator for stage I.
 
 After "IQPIR: image-quality prior" (METHODS.md §2), whose official code, fengyang1399-pixel/IQPIR, is a fork of
 sczhou/CodeFormer. The state-dict keys and shapes here are that code's (``basicsr/archs/vqgan_arch.py``:
@@ -15,7 +16,8 @@ checkpoints load with ``strict=True`` when the networks are configured at the sa
   ``nn.MultiheadAttention``, ``linear1``, ``linear2``, ``norm1``, ``norm2``) and ``idx_pred_layer`` (``0`` a
   LayerNorm, ``1`` a bias-free Linear dim_embd -> 2 * codebook_size whose outputs interleave the two code heads:
   output ``2k`` is code k of the HQ+ codebook, ``2k + 1`` code k of the common codebook, as the official
-  ``logits.reshape(..., n, 2)`` reads them).
+  ``logits.reshape(..., n, 2)`` reads them);
+- :class:`GTPlusVQGANDiscriminator` is the official ``VQGANDiscriminator`` (``main.N``), renamed in the registry.
 
 Differences from the official code:
 
@@ -26,8 +28,9 @@ Differences from the official code:
 - The official HQ+ codebook always has 1024 codes; here both codebooks have ``codebook_size``.
 - Only the official ``quantize_fusion='add'`` is built (common + fuse_weight * HQ+); its ``'attention'`` fusion and
   the ``'adain'`` score embedding are not.
-- CodeFormer's stage-III fusion blocks (``fuse_convs_dict``, used when ``w > 0``) are not built: a stage-II/III
-  checkpoint that carries them loads with those keys dropped (``strict=False``, or remove ``fuse_convs_dict.*``).
+- CodeFormer's stage-III fusion blocks (``fuse_convs_dict``, used when ``w > 0``) are built only for loading: with
+  ``connect_list: ['32', '64', '128', '256']`` (the official stage-II/III options) an official checkpoint that
+  carries them loads strictly, but they stay frozen and unused (no stage III here).
 - The straight-through decode also passes a gradient to the code logits (see :meth:`IQPIRNet.decode_logits`);
   ``official_straight_through: true`` keeps the official estimator, which reaches the latent only.
 """
@@ -388,6 +391,27 @@ class DualCodebookVQAutoEncoder(nn.Module):
         return idx_common, idx_hq, self.fuse(self.quantize.lookup(idx_common), self.quantize_aesthetic.lookup(idx_hq))
 
 
+class FuseSFTBlock(nn.Module):
+    """CodeFormer's ``Fuse_sft_block`` (stage III's encoder-to-decoder fusion), kept for its checkpoint keys.
+
+    Args:
+        channels (int): feature channels at its resolution.
+    """
+
+    def __init__(self, channels):
+        super().__init__()
+        self.encode_enc = ResBlock(2 * channels, channels)
+        self.scale = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2, True),
+                                   nn.Conv2d(channels, channels, 3, padding=1))
+        self.shift = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.LeakyReLU(0.2, True),
+                                   nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, enc_feat, dec_feat, w=1):
+        """Both [B, C, h, w]; returns ``dec + w * (dec * scale + shift)`` with scale, shift from both."""
+        enc_feat = self.encode_enc(torch.cat([enc_feat, dec_feat], dim=1))
+        return dec_feat + w * (dec_feat * self.scale(enc_feat) + self.shift(enc_feat))
+
+
 class TransformerSALayer(nn.Module):
     """CodeFormer's pre-norm self-attention layer on [L, B, dim] tokens (sequence first, as the official code).
 
@@ -436,12 +460,16 @@ class IQPIRNet(DualCodebookVQAutoEncoder):
             ``quantize`` and ``generator``, here the HQ+ codebook too.
         official_straight_through (bool): decode with the official estimator only, ``q = z + sg[q - z]``, whose
             gradient reaches the latent (encoder and score embedding) but not the transformer.
+        connect_list (sequence[str | int]): feature sizes of CodeFormer's stage-III fusion blocks
+            (``fuse_convs_dict``), built frozen and unused so that official checkpoints that carry them load
+            strictly: ``['32', '64', '128', '256']`` in the official stage-II/III options; empty by default.
     """
 
     def __init__(self, img_size=512, nf=64, ch_mult=(1, 2, 2, 4, 4, 8), res_blocks=2, attn_resolutions=(16, ),
                  codebook_size=1024, emb_dim=256, beta=0.25, hq_threshold=0.7, fuse_weight=0.8, dim_embd=512,
                  n_head=8, n_layers=9, num_bins=10, score_embedding=True,
-                 fix_modules=('quantize', 'quantize_aesthetic', 'generator'), official_straight_through=False):
+                 fix_modules=('quantize', 'quantize_aesthetic', 'generator'), official_straight_through=False,
+                 connect_list=()):
         super().__init__(img_size, nf, ch_mult, res_blocks, attn_resolutions, codebook_size, emb_dim, beta,
                          hq_threshold, fuse_weight)
         self.latent_hw = img_size // self.downscale
@@ -454,7 +482,13 @@ class IQPIRNet(DualCodebookVQAutoEncoder):
         self.ft_layers = nn.Sequential(*[TransformerSALayer(dim_embd, n_head, dim_embd * 2) for _ in range(n_layers)])
         # One Linear for both heads, outputs interleaved (HQ+, common) per code: the official layout.
         self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, 2 * codebook_size, bias=False))
-        for name in fix_modules or ():
+        sizes = {img_size // 2 ** level: nf * mult for level, mult in enumerate(ch_mult)}
+        unknown = [size for size in connect_list or () if int(size) not in sizes]
+        if unknown:
+            raise ValueError(f'connect_list sizes {unknown} are not feature sizes of this network ({sorted(sizes)})')
+        self.fuse_convs_dict = nn.ModuleDict({str(size): FuseSFTBlock(sizes[int(size)]) for size in connect_list or ()})
+        # Frozen: nothing here uses them, and trainable parameters without gradients trouble DDP.
+        for name in tuple(fix_modules or ()) + ('fuse_convs_dict', ):
             for param in getattr(self, name).parameters():
                 param.requires_grad = False
 
@@ -541,5 +575,42 @@ class IQPIRNet(DualCodebookVQAutoEncoder):
         return codes.transpose(1, 2).reshape(logits.shape[0], self.emb_dim, self.latent_hw, self.latent_hw)
 
 
-__all__ = ['DualCodebookVQAutoEncoder', 'IQPIRNet', 'TransformerSALayer', 'VectorQuantizer', 'VQGANEncoder',
-           'VQGANGenerator']
+@ARCH_REGISTRY.register()
+class GTPlusVQGANDiscriminator(nn.Module):
+    """CodeFormer's (and IQPIR's) VQGAN patch discriminator, for stage I's hinge GAN loss.
+
+    The official ``VQGANDiscriminator`` layout (``main``: an ``nn.Sequential`` of 4x4 convolutions, BatchNorm and
+    LeakyReLU), so its ``net_d`` checkpoints load with ``strict=True``; renamed because CodeFormer's basicsr fork
+    registers that name. It takes images in [0,1] and, as the official one was trained, looks at ``2x - 1``.
+
+    Args:
+        nc (int): input channels.
+        ndf (int): width of the first layer; layer n has ``ndf * min(2^n, 8)``.
+        n_layers (int): stride-2 layers.
+    """
+
+    def __init__(self, nc=3, ndf=64, n_layers=4):
+        super().__init__()
+        layers = [nn.Conv2d(nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            # the last of these keeps the size (stride 1), as in pix2pix's PatchGAN
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2 if n < n_layers else 1, 1, bias=False),
+                       nn.BatchNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        """
+        Args:
+            x (Tensor): [B, nc, H, W] RGB in [0,1].
+
+        Returns:
+            Tensor: [B, 1, h, w] real/fake logits per patch (unbounded).
+        """
+        return self.main(x * 2 - 1)
+
+
+__all__ = ['DualCodebookVQAutoEncoder', 'FuseSFTBlock', 'GTPlusVQGANDiscriminator', 'IQPIRNet', 'TransformerSALayer',
+           'VectorQuantizer', 'VQGANEncoder', 'VQGANGenerator']

@@ -1,9 +1,9 @@
-"""DualCodebookVQAutoEncoder / IQPIRNet: the official IQPIR layout, the HQ+ mask, score bins, the straight-through
-decode, shapes and ranges, registration."""
+"""DualCodebookVQAutoEncoder / IQPIRNet / GTPlusVQGANDiscriminator: the official IQPIR layout, the HQ+ mask, score
+bins, the straight-through decode, shapes and ranges, registration."""
 import pytest
 import torch
 
-from gtplus_arch.iqpir_arch import DualCodebookVQAutoEncoder, IQPIRNet
+from gtplus_arch.iqpir_arch import DualCodebookVQAutoEncoder, GTPlusVQGANDiscriminator, IQPIRNet
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
@@ -177,6 +177,49 @@ def test_autoencoder_shapes_and_ranges():
         DualCodebookVQAutoEncoder(**dict(TINY_AE, nf=24))
 
 
+def _bn(prefix, c):
+    return {f'{prefix}.weight': (c, ), f'{prefix}.bias': (c, ), f'{prefix}.running_mean': (c, ),
+            f'{prefix}.running_var': (c, ), f'{prefix}.num_batches_tracked': ()}
+
+
+# CodeFormer's Fuse_sft_block(32, 32) in fuse_convs_dict['16'] (connect_list=['16'] at this size): encode_enc
+# ResBlock(2 * 32, 32), scale / shift = [conv3 32->32, LeakyReLU, conv3 32->32].
+OFFICIAL_FUSE_16 = {
+    **_res('fuse_convs_dict.16.encode_enc', 64, 32),
+    **_conv('fuse_convs_dict.16.scale.0', 32, 32), **_conv('fuse_convs_dict.16.scale.2', 32, 32),
+    **_conv('fuse_convs_dict.16.shift.0', 32, 32), **_conv('fuse_convs_dict.16.shift.2', 32, 32),
+}
+# The official VQGANDiscriminator(nc=3, ndf=8, n_layers=2): main = [conv4s2 3->8, LReLU, conv4s2 8->16 (no bias),
+# BN, LReLU, conv4s1 16->32 (no bias), BN, LReLU, conv4s1 32->1].
+OFFICIAL_DISC = {
+    **_conv('main.0', 3, 8, 4), 'main.2.weight': (16, 8, 4, 4), **_bn('main.3', 16),
+    'main.5.weight': (32, 16, 4, 4), **_bn('main.6', 32), **_conv('main.8', 32, 1, 4),
+}
+
+
+def test_official_fusion_blocks_load_strictly_and_stay_frozen():
+    net = IQPIRNet(**TINY_NET, connect_list=['16'])
+    layout = {**OFFICIAL_NET, **OFFICIAL_FUSE_16}
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == layout
+    net.load_state_dict(_random_state(layout), strict=True)
+    assert not any(p.requires_grad for p in net.fuse_convs_dict.parameters())
+    with pytest.raises(ValueError, match='connect_list'):
+        IQPIRNet(**TINY_NET, connect_list=['32'])
+
+
+def test_discriminator_official_layout_and_range():
+    net = GTPlusVQGANDiscriminator(nc=3, ndf=8, n_layers=2)
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == OFFICIAL_DISC
+    state = {k: v.abs() + 0.5 if v.is_floating_point() else v for k, v in _random_state(OFFICIAL_DISC).items()}
+    state['main.3.num_batches_tracked'] = state['main.6.num_batches_tracked'] = torch.tensor(3)
+    net.load_state_dict(state, strict=True)
+    seen = {}
+    net.main.register_forward_pre_hook(lambda module, args: seen.setdefault('x', args[0]))
+    x = torch.rand(2, 3, 32, 32)
+    assert net(x).shape == (2, 1, 6, 6)
+    assert torch.allclose(seen['x'], x * 2 - 1)  # trained on [-1,1] images
+
+
 def _net(seed=0, **overrides):
     torch.manual_seed(seed)
     return IQPIRNet(**dict(TINY_NET, **overrides))
@@ -258,3 +301,4 @@ def test_registered_after_basicsr():
     from basicsr.utils.registry import ARCH_REGISTRY
     assert ARCH_REGISTRY.get('DualCodebookVQAutoEncoder') is DualCodebookVQAutoEncoder
     assert ARCH_REGISTRY.get('IQPIRNet') is IQPIRNet
+    assert ARCH_REGISTRY.get('GTPlusVQGANDiscriminator') is GTPlusVQGANDiscriminator
