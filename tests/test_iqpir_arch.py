@@ -154,6 +154,18 @@ def test_fusion_is_common_plus_lambda_hq():
     assert codes_common.dtype == torch.int64
 
 
+def test_codebook_loss_is_the_official_one():
+    net = _ae()
+    z = torch.randn(2, 12, 8, 8)
+    quant, loss, indices = net.quantize(z)
+    codes = net.quantize.embedding.weight[indices].permute(0, 3, 1, 2)
+    # mean((sg[q] - z)^2) + beta * mean((q - sg[z])^2) per sample: equal in value, (1 + beta) * mean((q - z)^2)
+    assert torch.allclose(loss, 1.25 * (codes - z).pow(2).flatten(1).mean(1))
+    assert torch.allclose(quant, codes, atol=1e-6) and indices.shape == (2, 8, 8)
+    distances = (z.permute(0, 2, 3, 1).unsqueeze(-2) - net.quantize.embedding.weight).pow(2).sum(-1)
+    assert torch.equal(indices, distances.argmin(-1))  # nearest code
+
+
 def test_autoencoder_shapes_and_ranges():
     net = _ae()
     x = torch.rand(2, 3, 16, 16)
