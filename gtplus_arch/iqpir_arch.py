@@ -379,6 +379,9 @@ class DualCodebookVQAutoEncoder(nn.Module):
     def code_indices(self, x):
         """The codes of an image in both codebooks (stage II's cross-entropy targets) and the fused codes.
 
+        Call it on the trained stage-I autoencoder for GT targets: an :class:`IQPIRNet` inherits it, but its
+        encoder is retrained on degraded inputs.
+
         Args:
             x (Tensor): [B, 3, H, W] RGB in [0,1].
 
