@@ -134,3 +134,14 @@ def sr_train_options(gt_dir, lq_dir, network, scale=4, name='toy_sr', total_iter
 
 
 TINY_MSRRESNET = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1, 'upscale': 4}
+
+
+def console_to_current_stderr():
+    """basicsr's console handler keeps the stream it was made with: an earlier test's capture, closed since. Point it
+    at this test's stderr, or a row that logs before failing shows a logging traceback that is not the tool's."""
+    import logging
+    import sys
+    for name in ('basicsr', ''):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.stream = sys.stderr  # not setStream(): it flushes the old stream, which is closed

@@ -16,6 +16,7 @@ import torch
 import yaml
 from conftest import (
     TINY_MSRRESNET,
+    console_to_current_stderr,
     make_paired_pngs,
     run_cli,
     sr_train_options,
@@ -554,17 +555,6 @@ BAD_INPUTS = [
         ['datasets.train.gt_size is 18, not a multiple of scale 4'],
         synthesized_sr({'type': 'BicubicSynthesizer', 'scale': 4}, gt_size=18)),
 ]
-
-
-def console_to_current_stderr():
-    """basicsr's console handler keeps the stream it was made with: an earlier test's capture, closed since. Point it
-    at this test's stderr, or a row that logs before failing shows a logging traceback that is not the tool's."""
-    import logging
-    import sys
-    for name in ('basicsr', ''):
-        for handler in logging.getLogger(name).handlers:
-            if type(handler) is logging.StreamHandler:
-                handler.stream = sys.stderr  # not setStream(): it flushes the old stream, which is closed
 
 
 def fill(argv, values):
