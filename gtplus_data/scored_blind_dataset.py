@@ -1,8 +1,6 @@
 """GTPlusScoredBlindDataset: GT images, their quality scores from ``gtplus score``'s side file, and LQ made online by
 CodeFormer's blind degradation (IQPIR stage 2 and the plug-and-play conditioning)."""
-import json
 import math
-import os.path as osp
 import random
 from contextlib import contextmanager
 
@@ -16,7 +14,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from gtplus_data.dataset_util import KeyedRootsDataset
 from gtplus_data.degradations import key_seed
 from gtplus_data.image_util import chw_tensor
-from gtplus_data.side_file import SIDE_FILE_FORMAT, side_file_path
+from gtplus_data.side_file import read_side_payload, side_file_path
 
 # The numbers are CodeFormer's (github.com/sczhou/CodeFormer): 'large' is options/CodeFormer_stage2.yml ("large
 # degradation in stageII", repeated as the *_large keys of CodeFormer_stage3.yml; IQPIR trains with it, METHODS.md
@@ -149,12 +147,11 @@ def load_scores(root, keys, score_file='quality_scores', score_name='ensemble', 
             [0, 1] with ``normalise: false``, or an unknown direction.
     """
     path = side_file_path(root, score_file)
-    if not osp.isfile(path):
-        raise ValueError(f'score side file not found: {path} (write it with `gtplus score {root} --metrics niqe`)')
-    with open(path) as f:
-        payload = json.load(f)
-    if payload.get('format') != SIDE_FILE_FORMAT:
-        raise ValueError(f'{path} is not a gtplus side file (format {payload.get("format")!r})')
+    try:
+        payload = read_side_payload(path)
+    except FileNotFoundError:
+        raise ValueError(f'score side file not found: {path} (write it with `gtplus score {root} --metrics niqe`)'
+                         ) from None
     records = payload.get('records', {})
     missing = [key for key in keys if records.get(key, {}).get(score_name) is None]
     if missing:

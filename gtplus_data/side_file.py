@@ -57,11 +57,22 @@ def read_side_file(lmdb_path, name, with_description=False):
     Raises:
         FileNotFoundError: naming the file, if it does not exist.
     """
-    path = side_file_path(lmdb_path, name)
+    payload = read_side_payload(side_file_path(lmdb_path, name))
+    return (payload['records'], payload['description']) if with_description else payload['records']
+
+
+def read_side_payload(path):
+    """The whole JSON of the side file at ``path`` (``format``, ``description``, ``records`` and whatever a tool
+    added, e.g. ``gtplus score``'s ``metrics``), its format checked.
+
+    Raises:
+        FileNotFoundError: naming the file, if it does not exist.
+        ValueError: naming the file, if it is not a gtplus side file.
+    """
     if not osp.isfile(path):
         raise FileNotFoundError(f'side file not found: {path}')
     with open(path) as f:
         payload = json.load(f)
     if payload.get('format') != SIDE_FILE_FORMAT:
         raise ValueError(f'{path} is not a gtplus side file (format {payload.get("format")!r})')
-    return (payload['records'], payload['description']) if with_description else payload['records']
+    return payload

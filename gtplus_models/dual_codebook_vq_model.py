@@ -16,6 +16,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from gtplus_models.options import OptionsError
+from gtplus_models.synthesized_sr_model import NamedByGT
 
 DEFAULT_PIXEL_OPT = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
 OFFICIAL_DISC_WEIGHT = 0.8  # CodeFormer's disc_weight ("taming setting 0.8")
@@ -73,21 +74,6 @@ def _number(key, value, minimum=0):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise OptionsError(f'{key} must be a number >= {minimum}, got {value!r}.')
     return value
-
-
-class _WithLQPath:
-    """A dataloader whose batches carry ``lq_path`` (a copy of ``gt_path`` where they have none)."""
-
-    def __init__(self, loader):
-        self.loader = loader
-        self.dataset = loader.dataset
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        for data in self.loader:
-            yield data if 'lq_path' in data or 'gt_path' not in data else dict(data, lq_path=data['gt_path'])
 
 
 @MODEL_REGISTRY.register()
@@ -247,7 +233,7 @@ class DualCodebookVQModel(SRModel):
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         # SRModel names each result after lq_path; GT-only sets (GTPlusScoredBlindDataset) give gt_path alone.
-        super().nondist_validation(_WithLQPath(dataloader), current_iter, tb_logger, save_img)
+        super().nondist_validation(NamedByGT(dataloader), current_iter, tb_logger, save_img)
 
     def save(self, epoch, current_iter):
         if getattr(self, 'net_g_ema', None) is not None:

@@ -40,7 +40,7 @@ def pair_seed(manual_seed, rank, stream, index):
     return (int(state[0]) << 32 | int(state[1])) >> 1
 
 
-class _NamedByGT:
+class NamedByGT:
     """A validation loader whose items carry ``lq_path`` (= ``gt_path`` when the data is HR only): basicsr's
     ``nondist_validation`` names each image by ``lq_path`` before it feeds the data."""
 
@@ -212,6 +212,6 @@ class SynthesizedSRModel(SRModel):
         """basicsr's validation, on HR-only data too: its LQ synthesized with one fixed seed per image."""
         self._val_index = 0
         try:
-            super().nondist_validation(_NamedByGT(dataloader), current_iter, tb_logger, save_img)
+            super().nondist_validation(NamedByGT(dataloader), current_iter, tb_logger, save_img)
         finally:
             self._val_index = None

@@ -80,16 +80,23 @@ def options(data, total_iter, workers, prefetch_mode=None, batch=BATCH):
 
 @contextlib.contextmanager
 def basicsr_messages():
-    """Collect what basicsr's logger (which does not propagate to the root logger) says meanwhile."""
+    """Collect what basicsr's logger (which does not propagate to the root logger) says meanwhile, at INFO.
+
+    basicsr's get_root_logger sets the level only when it first runs with a log file: a model built in this process
+    before (another test file) leaves it at the root's WARNING, and the INFO lines would be lost.
+    """
     records = []
     handler = logging.Handler(logging.INFO)
     handler.emit = lambda record: records.append(record.getMessage())
     logger = logging.getLogger('basicsr')
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(handler)
     try:
         yield records
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def train(run_dir, data, total_iter, workers, resume=False, prefetch_mode=None, batch=BATCH):

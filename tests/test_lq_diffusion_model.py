@@ -66,18 +66,8 @@ def lq_batch(seed=0, size=16):
 
 def run(run_dir, opt, resume=False):
     """Train ``opt`` in ``run_dir`` through gtplus's train entry, in this process; returns basicsr's log lines."""
-    import logging
-
     from test_synth_models import run as run_training
-    # basicsr's get_root_logger sets the level only when it first runs with a log file: a model built in this
-    # process before (the tests above) leaves it at the root's WARNING, and the INFO lines would be lost.
-    logger = logging.getLogger('basicsr')
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        return run_training(str(run_dir), opt, resume)
-    finally:
-        logger.setLevel(level)
+    return run_training(str(run_dir), opt, resume)  # basicsr_messages collects at INFO
 
 
 def models_dir(run_dir, name=NAME):
