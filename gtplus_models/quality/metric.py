@@ -18,6 +18,9 @@ from gtplus_models.quality.weights import metric_config, no_downloads, resolve_w
 RANGE_EPS = 1e-6
 # Metrics whose pyiqa implementation has no useful gradient: as a loss they would silently train nothing.
 ZERO_GRADIENT_METRICS = {'piqe': 'pyiqa rounds the normalised image with torch.round, so its gradient is zero'}
+# Smallest height and width a metric can score: pyiqa's NIQE cuts the image into 96x96 blocks (basicsr's
+# pristine-parameter block size) and fails deep inside with an empty-tensor RuntimeError below one block.
+MIN_SIDES = {'niqe': 96}
 
 
 class QualityMetric(nn.Module):
@@ -38,7 +41,8 @@ class QualityMetric(nn.Module):
         self.metric_mode = pyiqa_metric.metric_mode
 
     def check_input(self, img, what='img'):
-        """Raise ValueError unless ``img`` is a float Tensor[B,3,H,W] with values in [0,1]."""
+        """Raise ValueError unless ``img`` is a float Tensor[B,3,H,W] with values in [0,1] and at least the metric's
+        smallest side (``MIN_SIDES``)."""
         if not torch.is_tensor(img) or img.ndim != 4 or img.shape[1] != 3 or not img.is_floating_point():
             desc = f'{tuple(img.shape)} {img.dtype}' if torch.is_tensor(img) else type(img).__name__
             raise ValueError(f"quality metric '{self.name}': {what} must be a float Tensor[B,3,H,W] (RGB), got {desc}")
@@ -46,6 +50,10 @@ class QualityMetric(nn.Module):
         if low < -RANGE_EPS or high > 1 + RANGE_EPS:
             raise ValueError(f"quality metric '{self.name}': {what} must be in [0,1] (clamp first; pyiqa always "
                              f'receives [0,1]), got min={low:.4f} max={high:.4f}')
+        min_side = MIN_SIDES.get(self.name, 1)
+        if min(img.shape[-2:]) < min_side:
+            raise ValueError(f"quality metric '{self.name}': {what} is {img.shape[-1]}x{img.shape[-2]}, it needs at "
+                             f'least {min_side}x{min_side} pixels (enlarge or score larger crops)')
 
     def forward(self, img, ref=None):
         """Score a batch.
