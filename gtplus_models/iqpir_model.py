@@ -72,7 +72,8 @@ def build_frozen_vqgan(opt, device):
     loaded = read_checkpoint(path, VQGAN_KEY)
     param_key = opt['path'].get('param_key_vqgan', 'params_ema')
     if isinstance(loaded, dict) and param_key not in loaded:
-        param_key = None  # stage I without EMA saves 'params' only; official files are plain state dicts
+        # Stage I without EMA saves 'params' only; official files are plain state dicts.
+        param_key = 'params' if isinstance(loaded.get('params'), dict) else None
     load_into(net, checkpoint_state_dict(loaded, path, VQGAN_KEY, param_key), path, VQGAN_KEY)
     get_root_logger().info(f'Frozen stage-I {type(net).__name__} loaded from {path} [{param_key or "plain"}].')
     net.to(device).eval()
