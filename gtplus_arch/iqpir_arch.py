@@ -250,6 +250,22 @@ def _check_score(score, batch, device):
     return score
 
 
+def score_bin(score, num_bins):
+    """``floor(num_bins * s)``, with s = 1.0 in the top bin (the official code indexes past the table there).
+
+    The one home of the binning rule: :class:`IQPIRNet` and
+    :class:`gtplus_arch.score_conditioned_arch.ScoreConditionedRestorer` both use it.
+
+    Args:
+        score (Tensor): [B] scores in [0,1].
+        num_bins (int): bins over [0,1].
+
+    Returns:
+        Tensor: [B] int64 bins in [0, num_bins).
+    """
+    return torch.floor(score * num_bins).long().clamp(0, num_bins - 1)
+
+
 @ARCH_REGISTRY.register()
 class DualCodebookVQAutoEncoder(nn.Module):
     """IQPIR stage I: CodeFormer's VQGAN with a common and an HQ+ codebook on the same latent.
@@ -505,7 +521,7 @@ class IQPIRNet(DualCodebookVQAutoEncoder):
         Returns:
             Tensor: [B] int64 bins in [0, num_bins).
         """
-        return torch.floor(score * self.num_bins).long().clamp(0, self.num_bins - 1)
+        return score_bin(score, self.num_bins)
 
     def forward(self, x, score, code_only=False):
         """Predicts both codes per token for a target quality and decodes them.

@@ -1,0 +1,173 @@
+"""ScoreConditionedModel: trains a :class:`gtplus_arch.score_conditioned_arch.ScoreConditionedRestorer` (any BasicSR
+restorer plus IQPIR's score embedding) on the GT's own quality score, with an optional NR-IQA quality loss."""
+from collections import OrderedDict
+
+import torch
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from gtplus_models.dual_codebook_vq_model import DEFAULT_PIXEL_OPT, _number, check_perceptual_weights
+from gtplus_models.options import OptionsError
+from gtplus_models.synthesized_sr_model import NamedByGT
+
+DEFAULT_QUALITY_LOSS_WEIGHT = 0.15  # IQPIR's quality-loss weight is 0.15-0.2 (METHODS.md §2); the low end
+DEFAULT_TARGET_SCORE = 1.0  # inference without val.target_score or a batch score asks for the best quality
+
+
+@MODEL_REGISTRY.register()
+class ScoreConditionedModel(SRModel):
+    """basicsr's SRModel for a score-conditioned restorer: ``output = net_g(lq, score)``.
+
+    Each batch gives ``lq`` and ``gt`` ([B,3,H,W] RGB [0,1]; ``gt`` ``scale`` times larger for an SR restorer) and
+    ``score`` ([B] in [0,1], 1 = best: the GT's NR-IQA score, e.g. from ``GTPlusScoredBlindDataset``). Training
+    conditions on the GT's own score, so the embedding learns what each quality level of GT looks like; at inference
+    a target score picks the level. The generator loss, logged term by term:
+
+    - ``l_pix``: ``train.pixel_opt`` (default L1, weight 1);
+    - ``l_percep`` / ``l_style``: ``train.perceptual_opt`` if given (a missing VGG file is a one-line error);
+    - ``l_quality = -quality_loss_weight * reward(clamp(output, 0, 1))`` with ``train.quality_opt`` (a loss mapping,
+      ``{type: GTPlusQualityReward, metrics: [{name: niqe, weight: 1.0}]}``; the judge always sees [0,1]), from
+      iteration ``train.quality_start_iter`` (1-based, inclusive; default 1) on; each metric's raw batch mean is
+      logged as ``iqa_<name>``.
+
+    Options:
+        train.quality_loss_weight (float): default 0.15.
+        train.ema_decay (float): as SRModel (``net_g_ema``, saved as ``params_ema``).
+        path.pretrain_network_restorer (str): a bare restorer checkpoint (basicsr ``params``/``params_ema``, plain or
+            ``module.``-prefixed) loaded into ``net_g.restorer`` (``strict_load_restorer``, default true;
+            ``param_key_restorer``, default 'params'); the score embedding stays zero, so training starts from exactly
+            the pretrained restorer. ``path.pretrain_network_g`` loads a checkpoint of this wrapper (its keys carry
+            the ``restorer.`` prefix); give one of the two.
+        val.target_score (float in [0,1]): the score ``test`` and validation condition on; without it the batch's
+            own score, else 1.0.
+
+    Validation results are named after ``lq_path``, or ``gt_path`` when the set gives none.
+    """
+
+    def __init__(self, opt):
+        path_opt = opt['path']
+        if path_opt.get('pretrain_network_g') and path_opt.get('pretrain_network_restorer'):
+            raise OptionsError('path.pretrain_network_g (a ScoreConditionedRestorer checkpoint) and '
+                               'path.pretrain_network_restorer (a bare restorer checkpoint) are both set; give one.')
+        target = (opt.get('val') or {}).get('target_score')
+        if target is not None and _number('val.target_score', target) > 1:
+            raise OptionsError(f'val.target_score must lie in [0, 1], got {target!r}.')
+        self.score = None
+        super().__init__(opt)
+        if not self.is_train:
+            self.load_pretrained_restorer()
+
+    def load_pretrained_restorer(self):
+        """Load ``path.pretrain_network_restorer`` (if set) into the wrapped restorer of ``net_g``."""
+        path_opt = self.opt['path']
+        load_path = path_opt.get('pretrain_network_restorer')
+        if load_path is None:
+            return
+        net = self.get_bare_model(self.net_g)
+        if not hasattr(net, 'load_restorer_state_dict'):
+            raise OptionsError(f'path.pretrain_network_restorer needs network_g of type ScoreConditionedRestorer, got '
+                               f'{type(net).__name__}.')
+        # gtplus's load_network: any checkpoint layout, and a one-line error naming this key when it does not fit.
+        self.load_network(net.restorer, load_path, path_opt.get('strict_load_restorer', True),
+                          path_opt.get('param_key_restorer', 'params'))
+
+    def init_training_settings(self):
+        # Before the EMA copy below, so that net_g_ema starts from the pretrained restorer too.
+        self.load_pretrained_restorer()
+        train_opt = self.opt['train']
+        self.net_g.train()
+        self.ema_decay = _number('train.ema_decay', train_opt.get('ema_decay', 0))
+        if self.ema_decay > 0:
+            from basicsr.archs import build_network
+            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
+            load_path = self.opt['path'].get('pretrain_network_g')
+            if load_path is not None:
+                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
+            else:
+                self.model_ema(0)  # start from net_g's weights
+            self.net_g_ema.eval()
+
+        perceptual_opt = train_opt.get('perceptual_opt')
+        if perceptual_opt:
+            check_perceptual_weights(perceptual_opt)
+        self.cri_pix = build_loss(dict(train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT)).to(self.device)
+        self.cri_perceptual = build_loss(dict(perceptual_opt)).to(self.device) if perceptual_opt else None
+        quality_opt = train_opt.get('quality_opt')
+        self.quality_reward = None
+        if quality_opt:
+            quality_opt = dict({'type': 'GTPlusQualityReward'}, **quality_opt)
+            quality_opt.setdefault('device', str(self.device))
+            self.quality_reward = build_loss(quality_opt).to(self.device).eval()
+        self.quality_loss_weight = _number('train.quality_loss_weight',
+                                           train_opt.get('quality_loss_weight', DEFAULT_QUALITY_LOSS_WEIGHT))
+        self.quality_start_iter = int(_number('train.quality_start_iter', train_opt.get('quality_start_iter', 1)))
+        self.setup_optimizers()
+        if train_opt.get('scheduler'):  # basicsr's setup_schedulers requires one; a constant rate needs none
+            self.setup_schedulers()
+
+    def feed_data(self, data):
+        """
+        Args:
+            data (dict): ``lq`` [B,3,h,w] and ``gt`` [B,3,H,W] (optional at test time) RGB in [0,1]; ``score`` [B]
+                in [0,1] (required for training).
+        """
+        super().feed_data(data)
+        score = data.get('score')
+        self.score = None if score is None else torch.as_tensor(score, dtype=torch.float32).to(self.device)
+
+    def quality_active(self, current_iter):
+        """Whether iteration ``current_iter`` (1-based, as basicsr counts) has the quality loss."""
+        return self.quality_reward is not None and current_iter >= self.quality_start_iter
+
+    def optimize_parameters(self, current_iter):
+        if self.score is None:
+            raise ValueError('ScoreConditionedModel trains on the GT\'s own score, but the batch has no score: use '
+                             'a scored dataset such as GTPlusScoredBlindDataset.')
+        self.optimizer_g.zero_grad()
+        self.output = self.net_g(self.lq, self.score)
+        loss_dict = OrderedDict()
+        l_total = self.cri_pix(self.output, self.gt)
+        loss_dict['l_pix'] = l_total
+        if self.cri_perceptual is not None:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    l_total = l_total + value
+                    loss_dict[name] = value
+        if self.quality_active(current_iter):
+            # pyiqa always receives [0,1] (IQPIR's official code feeds it the raw output).
+            reward, raw = self.quality_reward(torch.clamp(self.output, 0, 1))
+            l_quality = -self.quality_loss_weight * reward
+            l_total = l_total + l_quality
+            loss_dict['l_quality'] = l_quality
+            for name, value in raw.items():
+                loss_dict[f'iqa_{name}'] = value
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    def target_score(self):
+        """The score ``test`` conditions on: ``val.target_score``, else the batch's scores, else 1.0."""
+        target = (self.opt.get('val') or {}).get('target_score')
+        if target is not None:
+            return float(target)
+        return self.score if self.score is not None else DEFAULT_TARGET_SCORE
+
+    def test(self):
+        """Restores ``self.lq`` at :meth:`target_score` into ``self.output`` (as the restorer outputs)."""
+        net = self.net_g_ema if getattr(self, 'net_g_ema', None) is not None else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq, self.target_score())
+        net.train(was_training)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        # SRModel names each result after lq_path; GT-only sets (GTPlusScoredBlindDataset) give gt_path alone.
+        super().nondist_validation(NamedByGT(dataloader), current_iter, tb_logger, save_img)
+
+
+__all__ = ['ScoreConditionedModel']
