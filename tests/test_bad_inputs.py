@@ -280,6 +280,21 @@ def synthesized_sr(synth=None, gt_size=16, **path):
     return train_yaml(mutate)
 
 
+TINY_IQPIR = {'type': 'IQPIRNet', 'img_size': 16, 'nf': 32, 'ch_mult': [1, 2], 'res_blocks': 1,
+              'attn_resolutions': [8], 'codebook_size': 7, 'emb_dim': 12, 'dim_embd': 24, 'n_head': 2, 'n_layers': 1}
+RESTORE = ['restore', '{images}', '{out}/r', '--opt', '{iqpir_yml}', '--weights', '{iqpir_pth}']
+
+
+def iqpir_files(tmp_path, world):
+    """A setup: a tiny IQPIRNet ({iqpir_yml}, {iqpir_pth}) and an option file without network_g ({no_network_g})."""
+    from gtplus_arch.iqpir_arch import IQPIRNet
+    # Built directly: basicsr's build_network would log to the console of an earlier test, now closed.
+    torch.save({'params': IQPIRNet(**{k: v for k, v in TINY_IQPIR.items() if k != 'type'}).state_dict()},
+               tmp_path / 'iqpir.pth')
+    return {'iqpir_yml': write_yaml(tmp_path / 'iqpir.yml', TINY_IQPIR), 'iqpir_pth': str(tmp_path / 'iqpir.pth'),
+            'no_network_g': write_yaml(tmp_path / 'no_network_g.yml', {'name': 'x', 'network_d': dict(TINY_IQPIR)})}
+
+
 # Row(id, argv, what stderr must name, setup=None, subprocess=False). Placeholders: the world's paths, {out} (a
 # fresh output folder that must stay empty) and what a row's setup(tmp_path, world) returns.
 BAD_INPUTS = [
@@ -554,6 +569,22 @@ BAD_INPUTS = [
     Row('train-synth-gt-size-not-a-multiple-of-scale', TRAIN,
         ['datasets.train.gt_size is 18, not a multiple of scale 4'],
         synthesized_sr({'type': 'BicubicSynthesizer', 'scale': 4}, gt_size=18)),
+    # restore
+    Row('restore-empty', ['restore', '{empty}'] + RESTORE[2:], ['{empty}', 'holds no images'], iqpir_files),
+    Row('restore-missing-weights', RESTORE[:-1] + ['{out}/none.pth'], ['--weights points to {out}/none.pth'],
+        iqpir_files),
+    Row('restore-weights-of-another-network', RESTORE[:-1] + ['{ornet_pth}'],
+        ["--weights ({ornet_pth}) holds 100 tensors, none of which match IQPIRNet's"], iqpir_files),
+    Row('restore-opt-without-network-g', RESTORE[:4] + ['{no_network_g}'] + RESTORE[5:],
+        ['--opt: {no_network_g} must hold a network mapping with a type (or a network_g entry)'], iqpir_files),
+    Row('restore-network-takes-no-score', RESTORE[:4] + ['{msrresnet_yml}', '--weights', '{msrresnet_pth}'],
+        ['--opt ({msrresnet_yml}) builds MSRResNet, whose forward(x) takes no score'], iqpir_files),
+    Row('restore-score-out-of-range', RESTORE + ['--score', '1.5'], ['--score must be numbers in [0,1], got 1.5'],
+        iqpir_files),
+    Row('restore-score-sweep-not-numbers', RESTORE + ['--score-sweep', '0.3,abc'],
+        ["--score-sweep must be numbers separated by commas, got '0.3,abc'"], iqpir_files),
+    Row('restore-tile-does-not-fit', RESTORE + ['--tile', '8'],
+        ['--tile 8 does not fit IQPIRNet, which takes exactly 16x16 inputs: give --tile 16 (or 0)'], iqpir_files),
 ]
 
 

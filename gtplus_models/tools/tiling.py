@@ -1,6 +1,8 @@
 """Tiled inference, so that a restorer + ORNet chain runs on images larger than memory allows, and the one rule for
 the input sizes a network accepts (:func:`size_rule`): windowed transformers (SwinIR, HAT) need multiples of their
-window, and are padded here and cropped back, tiled or not, as basicsr's own SwinIR test does.
+window, and are padded here and cropped back, tiled or not, as basicsr's own SwinIR test does. Networks of one fixed
+input size (:func:`fixed_input_size`: IQPIRNet, whose token grid is fixed) get exactly that size in every call
+(:func:`fixed_size_forward`).
 """
 import math
 
@@ -56,6 +58,49 @@ def size_rule(net):
     return int(multiple), align
 
 
+def fixed_input_size(net):
+    """The one input size (square) ``net`` accepts, or None when it takes any size (then :func:`size_rule` holds).
+
+    It is the network's own ``fixed_input_size`` attribute if it declares one; else its ``img_size`` when it also has
+    a token grid ``latent_hw`` (IQPIRNet: one position and score embedding per token of an ``img_size`` square).
+    ``img_size`` alone does not count: SwinIR and the IQPIR autoencoder keep one but take other sizes.
+
+    Args:
+        net (nn.Module): the network.
+
+    Returns:
+        int | None: the side in pixels.
+    """
+    size = getattr(net, 'fixed_input_size', None)
+    if not size and getattr(net, 'latent_hw', None) and isinstance(getattr(net, 'img_size', None), int):
+        size = net.img_size
+    return int(size) if size else None
+
+
+def check_network_tiling(net, tile, tile_pad):
+    """Refuse ``--tile``/``--tile-pad`` values that ``net`` cannot run with, before any output exists: negative
+    ones (:func:`check_tiling`), and for a fixed-size network (:func:`fixed_input_size`) a tile other than 0 or its
+    size, or a pad that leaves its windows no centre (the windows step by size - 2 * pad).
+
+    Raises:
+        ValueError: e.g. "--tile 32 does not fit IQPIRNet, which takes exactly 16x16 inputs: give --tile 16 (or 0)".
+    """
+    check_tiling(tile, tile_pad)
+    size = fixed_input_size(net)
+    if size and tile not in (0, size):
+        raise ValueError(f'--tile {tile} does not fit {type(net).__name__}, which takes exactly {size}x{size} '
+                         f'inputs: give --tile {size} (or 0)')
+    if size and 2 * tile_pad >= size:
+        raise ValueError(f'--tile-pad {tile_pad} leaves no centre in the {size}x{size} windows of '
+                         f'{type(net).__name__}: give --tile-pad {(size - 1) // 2} or less')
+
+
+def output_image(output):
+    """A network's image: ``output`` itself, or the first element of a tuple or list (IQPIRNet returns the image
+    and its code logits)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
 def padded_call(fn, img, multiple):
     """``fn`` on ``img`` padded to a multiple of ``multiple`` (:func:`gtplus_arch.nafnet_arch.pad_to_multiple`:
     reflect, bottom and right), its output cropped back to the scale times ``img``'s size.
@@ -109,12 +154,66 @@ def tiled_forward(fn, img, tile=512, tile_pad=32, align=None, multiple=None):
     _, _, height, width = img.shape
     if not tile or (height <= tile and width <= tile):
         return padded_call(fn, img, multiple)
+
+    def spans(length):
+        """(window start, window end, kept start, kept end) of each tile along one axis."""
+        ends = [(start, min(start + tile, length)) for start in tile_starts(length, tile, tile)]
+        return [(max(start - tile_pad, 0) // align * align, min(end + tile_pad, length), start, end)
+                for start, end in ends]
+
+    return blend_windows(fn, img, spans(height), spans(width), multiple)
+
+
+def fixed_size_forward(fn, img, size, tile_pad=0):
+    """Apply a network of one input size to an image of any size: every call of ``fn`` gets exactly size x size.
+
+    A side shorter than ``size`` is padded (reflect, bottom and right; :func:`padded_call`) and cropped back. A
+    longer side is covered by windows of ``size`` that step by ``size - 2 * tile_pad`` and stay inside the image
+    (the last one flush with the end); each keeps its output without the ``tile_pad`` context on its inner sides,
+    and overlaps are averaged. An image of exactly size x size is one call.
+
+    Args:
+        fn (callable): Tensor[B,C,size,size] -> Tensor[B,C',s*size,s*size].
+        img (Tensor): [B,C,H,W], any size.
+        size (int): the network's input side (:func:`fixed_input_size`).
+        tile_pad (int): context pixels on the inner sides of each window, less than size / 2.
+
+    Returns:
+        Tensor: [B,C',s*H,s*W].
+    """
+    check_tiling(size, tile_pad)
+    if 2 * tile_pad >= size:
+        raise ValueError(f'tile_pad {tile_pad} leaves no centre in {size}x{size} windows')
+
+    def spans(length):
+        """(window start, window end, kept start, kept end) of each window along one axis."""
+        if length <= size:
+            return [(0, length, 0, length)]
+        starts = tile_starts(length, size, size - 2 * tile_pad)
+        return [(start, start + size, start + tile_pad * (start > 0), start + size - tile_pad * (start + size < length))
+                for start in starts]
+
+    return blend_windows(fn, img, spans(img.shape[-2]), spans(img.shape[-1]), size)
+
+
+def blend_windows(fn, img, rows, cols, multiple):
+    """Run ``fn`` on every window ``rows`` x ``cols`` (each padded to ``multiple``, :func:`padded_call`) and average
+    the kept parts of the outputs into one image.
+
+    Args:
+        fn (callable): Tensor[B,C,h,w] -> Tensor[B,C',s*h,s*w], with one integer scale s.
+        img (Tensor): [B,C,H,W].
+        rows, cols (list[tuple[int, int, int, int]]): (window start, window end, kept start, kept end) along H and
+            W; the kept parts cover the image.
+        multiple (int): see :func:`size_rule`.
+
+    Returns:
+        Tensor: [B,C',s*H,s*W].
+    """
+    _, _, height, width = img.shape
     out, scale, weight = None, None, None
-    for top in tile_starts(height, tile, tile):
-        for left in tile_starts(width, tile, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            y0, x0 = max(top - tile_pad, 0) // align * align, max(left - tile_pad, 0) // align * align
-            y1, x1 = min(bottom + tile_pad, height), min(right + tile_pad, width)
+    for y0, y1, top, bottom in rows:
+        for x0, x1, left, right in cols:
             result = padded_call(fn, img[:, :, y0:y1, x0:x1], multiple)
             if out is None:
                 # Output coordinates are input coordinates times the scale (placing an x2 output at input
@@ -134,25 +233,32 @@ def tiled_forward(fn, img, tile=512, tile_pad=32, align=None, multiple=None):
 
 @torch.no_grad()
 def run_chain(networks, img, cond=None, tile=0, tile_pad=32):
-    """Run networks one after another on ``img``, each tiled and padded to the sizes it accepts (:func:`size_rule`);
-    ORNet-like networks get ``cond``.
+    """Run networks one after another on ``img``, each tiled and padded to the sizes it accepts (:func:`size_rule`),
+    or, for a network of one input size, in windows of exactly that size (:func:`fixed_size_forward`); ORNet-like
+    and score-conditioned networks get ``cond`` (``net(x, cond)``); of a tuple output the first element is the image.
 
     Args:
         networks (list[tuple[nn.Module, bool]]): (network, takes_cond) pairs, in order.
         img (Tensor): [B,3,H,W] in [0,1].
-        cond (float | None): c for the networks that take it.
-        tile (int), tile_pad (int): see :func:`tiled_forward`.
+        cond (float | None): c (or the target score) for the networks that take it.
+        tile (int), tile_pad (int): see :func:`tiled_forward`; a fixed-size network takes tile 0 or its size
+            (:func:`check_network_tiling`).
 
     Returns:
         Tensor: [B,3,H,W] clamped to [0,1].
     """
     out = img
     for net, takes_cond in networks:
-        multiple, align = size_rule(net)
-        if takes_cond:
-            out = tiled_forward(lambda x, n=net: n(x, torch.full((x.shape[0], ), float(cond), device=x.device)), out,
-                                tile, tile_pad, align, multiple)
+        def fn(x, net=net, takes_cond=takes_cond):
+            conds = (torch.full((x.shape[0], ), float(cond), device=x.device), ) if takes_cond else ()
+            return output_image(net(x, *conds))
+
+        size = fixed_input_size(net)
+        if size:
+            check_network_tiling(net, tile, tile_pad)
+            out = fixed_size_forward(fn, out, size, tile_pad)
         else:
-            out = tiled_forward(net, out, tile, tile_pad, align, multiple)
+            multiple, align = size_rule(net)
+            out = tiled_forward(fn, out, tile, tile_pad, align, multiple)
         out = out.clamp(0, 1)
     return out
