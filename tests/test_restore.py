@@ -201,3 +201,33 @@ def test_cli_restore_one_score(iqpir, tmp_path):
     out = str(tmp_path / 'out')
     assert main(['restore', images, out, '--opt', opt, '--weights', weights, '--score', '0.9']) == 0
     assert sorted(snapshot(out)) == ['score_0.90/k0.png']
+
+
+def test_score_conditioned_restorer_through_the_files(tmp_path):
+    """The plug-and-play wrapper (an upscaling MSRResNet, score shift on its body) from a YAML and a checkpoint."""
+    arch = pytest.importorskip('gtplus_arch.score_conditioned_arch')
+    from conftest import TINY_MSRRESNET
+
+    from gtplus_models.tools.restore import restore
+    opt = {'type': 'ScoreConditionedRestorer', 'restorer': dict(TINY_MSRRESNET), 'feature': 'body', 'channels': 8}
+    torch.manual_seed(0)
+    net = arch.ScoreConditionedRestorer(**{k: v for k, v in opt.items() if k != 'type'}).eval()
+    for name, param in net.named_parameters():  # basicsr's init scales MSRResNet to almost its bilinear base
+        nn.init.normal_(param, std=1.0 if name == 'score_embed.weight' else 0.1 if name.endswith('weight') else 0)
+    weights, yml = str(tmp_path / 'w.pth'), str(tmp_path / 'opt.yml')
+    torch.save({'params': net.state_dict()}, weights)
+    with open(yml, 'w') as f:
+        yaml.safe_dump({'network_g': opt}, f)
+    images = write_images(tmp_path / 'in', [(9, 11)])
+    out, tiled = str(tmp_path / 'out'), str(tmp_path / 'tiled')
+    restore(images, out, yml, weights, [0.1, 0.9])
+    restore(images, tiled, yml, weights, [0.1, 0.9], tile=6, tile_pad=6)
+    img = as_tensor(os.path.join(images, 'k0.png'))
+    written = {}
+    for score in (0.1, 0.9):
+        written[score] = cv2.imread(os.path.join(out, f'score_{score:.2f}', 'k0.png'))
+        np.testing.assert_array_equal(written[score], as_uint8(direct(net, img, score).clamp(0, 1)))
+        in_tiles = cv2.imread(os.path.join(tiled, f'score_{score:.2f}', 'k0.png'))
+        assert np.abs(in_tiles.astype(int) - written[score]).max() <= 1  # float rounding at most
+    assert written[0.1].shape == (36, 44, 3)
+    assert np.abs(written[0.1].astype(int) - written[0.9]).mean() > 5
