@@ -315,3 +315,27 @@ def test_stage_one_then_stage_two_then_resume_through_the_train_entry(tmp_path, 
             assert torch.equal(final['params'][name], value), name
     at_4 = weights(cut, 4)['params']
     assert not torch.equal(final['params']['ft_layers.0.linear1.weight'], at_4['ft_layers.0.linear1.weight'])
+
+
+@pytest.mark.parametrize('name', ['train_IQPIR_stage2_FFHQ512.yml', 'train_IQPIR_stage2_general.yml'])
+def test_shipped_stage_two_options_build_and_train_at_tiny_size(tmp_path, scored_folder, stage1, name):
+    """The shipped files' train and val keys are the ones IQPIRModel reads (networks and data shrunk)."""
+    import json
+
+    from test_shipped_options import load_shipped
+    opt = json.loads(json.dumps(load_shipped(name)))  # plain dicts (the loader keeps order in OrderedDicts)
+    assert opt['model_type'] == 'IQPIRModel' and opt['train']['quality_opt']['type'] == 'GTPlusQualityReward'
+    assert opt['train']['optim_g']['lr'] == pytest.approx(1e-4) and opt['train']['ema_decay'] == 0.995
+    sizes = {k: v for k, v in opt['network_vqgan'].items() if k != 'type'}
+    assert sizes == {k: v for k, v in opt['network_g'].items() if k in sizes}  # stage I's sizes
+    opt.update(num_gpu=0, network_g=dict(TINY_IQPIR), network_vqgan=dict(TINY_AE))
+    del opt['datasets']['val']
+    opt['datasets']['train'].update(dataroot_gt=scored_folder, io_backend={'type': 'disk'}, score_name='musiq',
+                                    gt_size=32, num_worker_per_gpu=0)
+    opt['path']['pretrain_network_vqgan'] = stage1[0]
+    model = build(tmp_path, opt)
+    assert model.quality_start_iter == 100000 and model.quality_loss_weight == 0.2 and model.target_score == 0.9
+    assert model.feat_loss_weight == 1.0 and model.entropy_loss_weight == 0.5
+    model.feed_data(degraded())
+    model.optimize_parameters(1)
+    assert set(model.log_dict) == {'l_feat', 'l_ce_common', 'l_ce_hq'}
