@@ -205,13 +205,13 @@ def test_cli_restore_one_score(iqpir, tmp_path):
 
 def test_score_conditioned_restorer_through_the_files(tmp_path):
     """The plug-and-play wrapper (an upscaling MSRResNet, score shift on its body) from a YAML and a checkpoint."""
-    arch = pytest.importorskip('gtplus_arch.score_conditioned_arch')
     from conftest import TINY_MSRRESNET
 
+    from gtplus_arch.score_conditioned_arch import ScoreConditionedRestorer
     from gtplus_models.tools.restore import restore
     opt = {'type': 'ScoreConditionedRestorer', 'restorer': dict(TINY_MSRRESNET), 'feature': 'body', 'channels': 8}
     torch.manual_seed(0)
-    net = arch.ScoreConditionedRestorer(**{k: v for k, v in opt.items() if k != 'type'}).eval()
+    net = ScoreConditionedRestorer(**{k: v for k, v in opt.items() if k != 'type'}).eval()
     for name, param in net.named_parameters():  # basicsr's init scales MSRResNet to almost its bilinear base
         nn.init.normal_(param, std=1.0 if name == 'score_embed.weight' else 0.1 if name.endswith('weight') else 0)
     weights, yml = str(tmp_path / 'w.pth'), str(tmp_path / 'opt.yml')
