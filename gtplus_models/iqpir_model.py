@@ -18,7 +18,12 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from gtplus_arch.iqpir_arch import DualCodebookVQAutoEncoder
-from gtplus_models.checkpoints import check_network_type, checkpoint_state_dict, load_into, read_checkpoint
+from gtplus_models.checkpoints import (
+    check_network_type,
+    checkpoint_state_dict,
+    load_into,
+    read_checkpoint,
+)
 from gtplus_models.dual_codebook_vq_model import _number
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT

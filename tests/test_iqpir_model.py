@@ -4,18 +4,20 @@ and stage I -> stage II -> resume through gtplus's train entry."""
 import os
 
 import pytest
+import test_dual_codebook_vq_model as stage_one_tests
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
+from test_dual_codebook_vq_model import TINY_AE, batch, build, vq_options
 from torch import nn
 
 import gtplus_models  # noqa: F401  (registers every gtplus component)
 from gtplus_arch.iqpir_arch import DualCodebookVQAutoEncoder
 from gtplus_models.options import OptionsError
-from test_dual_codebook_vq_model import TINY_AE, batch, build, scored_folder, vq_options  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
+scored_folder = stage_one_tests.scored_folder  # the module fixture: three scored 32x32 GT PNGs
 TINY_IQPIR = dict(TINY_AE, type='IQPIRNet', dim_embd=16, n_head=2, n_layers=1)
 JUDGE = 'IQPIRTestBrightnessReward'
 
@@ -301,7 +303,7 @@ def test_stage_one_then_stage_two_then_resume_through_the_train_entry(tmp_path, 
     text = '\n'.join(messages)
     assert any('Resuming training from epoch' in m and 'iter: 4' in m for m in messages)
     assert 'tensors copied' not in text and os.path.join(models(cut), 'net_g_4.pth') in text
-    first = [m for m in messages if 'iter:' in m and 'l_feat' in m][0]
+    first = next(m for m in messages if 'iter:' in m and 'l_feat' in m)
     assert 'iter:       5' in first
     final = weights(cut, 6)
     for key in ('params', 'params_ema'):
