@@ -19,7 +19,7 @@ from gtplus_arch.iqpir_arch import _check_score, score_bin
 # The shift travels on the hooked submodule itself (set just before, cleared just after the restorer's forward), not
 # in a closure over the wrapper: DataParallel replicas then each read their own replica's shift.
 _SHIFT_ATTR = '_gtplus_score_shift'
-PROBE_SIZE = 64  # side of the dry-run input that finds the feature's channels (rounded up to the window grid)
+PROBE_SIZE = 32  # side of the dry-run input that finds the feature's channels (rounded up to the window grid)
 
 
 def _add_score_shift(module, inputs, output):
@@ -95,7 +95,7 @@ class ScoreConditionedRestorer(nn.Module):
     State dict: the restorer's own keys under ``restorer.`` and ``score_embed.weight`` [num_bins, channels]. The
     embedding is zero-initialised, so wrapping a pretrained restorer changes nothing until training moves it. To
     start from a bare restorer checkpoint: :meth:`load_restorer_state_dict` here, or
-    ``path.pretrain_network_restorer`` in :class:`gtplus_models.score_conditioned_model.ScoreConditionedModel`
+    ``path.pretrain_restorer`` in :class:`gtplus_models.score_conditioned_model.ScoreConditionedModel`
     (``path.pretrain_network_g`` expects this wrapper's own keys).
 
     Tiled inference (``gtplus_models.tools.tiling.size_rule``) sees the restorer's ``scale``, ``upscale``,
@@ -110,8 +110,8 @@ class ScoreConditionedRestorer(nn.Module):
             output ([B,C,H,W], or [B,N,C] tokens) is shifted. Unknown names are a ValueError listing valid ones.
         num_bins (int): score bins over [0,1] (IQPIR: 10).
         channels (int | None): the feature's channel count. None finds it at construction by one dry run of the
-            restorer on a [1,3,64,64] zero image with a hook on the feature (eval mode, no gradients); give it to
-            skip the dry run (e.g. for a restorer that cannot run on 64x64 RGB). Inferring it on the first real
+            restorer on a [1,3,32,32] zero image with a hook on the feature (eval mode, no gradients); give it to
+            skip the dry run (e.g. for a restorer that cannot run on 32x32 RGB). Inferring it on the first real
             forward instead would leave the embedding unbuilt when a state dict is loaded, so it is not done.
     """
 

@@ -5,14 +5,20 @@ from collections import OrderedDict
 import torch
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from gtplus_models.checkpoints import checkpoint_state_dict, load_into, read_checkpoint
 from gtplus_models.dual_codebook_vq_model import DEFAULT_PIXEL_OPT, _number, check_perceptual_weights
+from gtplus_models.iqpir_model import IQPIRModel, check_target_score
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
-DEFAULT_QUALITY_LOSS_WEIGHT = 0.15  # IQPIR's quality-loss weight is 0.15-0.2 (METHODS.md §2); the low end
+# As IQPIRModel (stage II): METHODS.md §2 gives 0.15-0.2 for the quality-loss weight.
+DEFAULT_QUALITY_LOSS_WEIGHT = 0.2
 DEFAULT_TARGET_SCORE = 1.0  # inference without val.target_score or a batch score asks for the best quality
+# Not pretrain_network_*: basicsr pairs each such key with a network_* block (and resets them all on resume).
+RESTORER_KEY = 'path.pretrain_restorer'
 
 
 @MODEL_REGISTRY.register()
@@ -27,18 +33,19 @@ class ScoreConditionedModel(SRModel):
     - ``l_pix``: ``train.pixel_opt`` (default L1, weight 1);
     - ``l_percep`` / ``l_style``: ``train.perceptual_opt`` if given (a missing VGG file is a one-line error);
     - ``l_quality = -quality_loss_weight * reward(clamp(output, 0, 1))`` with ``train.quality_opt`` (a loss mapping,
-      ``{type: GTPlusQualityReward, metrics: [{name: niqe, weight: 1.0}]}``; the judge always sees [0,1]), from
-      iteration ``train.quality_start_iter`` (1-based, inclusive; default 1) on; each metric's raw batch mean is
-      logged as ``iqa_<name>``.
+      ``{type: GTPlusQualityReward, metrics: [{name: niqe, weight: 1.0}]}``, frozen; the judge always sees
+      [0,1]), from iteration ``train.quality_start_iter`` (1-based, inclusive; default 0: from the start) on; each
+      metric's raw batch mean is logged as ``iqa_<name>``.
 
     Options:
-        train.quality_loss_weight (float): default 0.15.
+        train.quality_loss_weight (float): default 0.2 (as IQPIRModel).
         train.ema_decay (float): as SRModel (``net_g_ema``, saved as ``params_ema``).
-        path.pretrain_network_restorer (str): a bare restorer checkpoint (basicsr ``params``/``params_ema``, plain or
-            ``module.``-prefixed) loaded into ``net_g.restorer`` (``strict_load_restorer``, default true;
-            ``param_key_restorer``, default 'params'); the score embedding stays zero, so training starts from exactly
-            the pretrained restorer. ``path.pretrain_network_g`` loads a checkpoint of this wrapper (its keys carry
-            the ``restorer.`` prefix); give one of the two.
+        path.pretrain_restorer (str): a bare restorer checkpoint (basicsr ``params``/``params_ema``, plain or
+            ``module.``-prefixed) loaded into ``net_g.restorer`` (``path.strict_load_restorer``, default true;
+            ``path.param_key_restorer``, default 'params', else what the file holds); the score embedding stays zero,
+            so training starts from exactly the pretrained restorer. ``path.pretrain_network_g`` loads a checkpoint
+            of this wrapper (its keys carry the ``restorer.`` prefix); give one of the two. On resume
+            (``--auto_resume``), basicsr sets ``pretrain_network_g`` to the saved wrapper and this key is ignored.
         val.target_score (float in [0,1]): the score ``test`` and validation condition on; without it the batch's
             own score, else 1.0.
 
@@ -47,30 +54,41 @@ class ScoreConditionedModel(SRModel):
 
     def __init__(self, opt):
         path_opt = opt['path']
-        if path_opt.get('pretrain_network_g') and path_opt.get('pretrain_network_restorer'):
-            raise OptionsError('path.pretrain_network_g (a ScoreConditionedRestorer checkpoint) and '
-                               'path.pretrain_network_restorer (a bare restorer checkpoint) are both set; give one.')
-        target = (opt.get('val') or {}).get('target_score')
-        if target is not None and _number('val.target_score', target) > 1:
-            raise OptionsError(f'val.target_score must lie in [0, 1], got {target!r}.')
+        if path_opt.get('pretrain_network_g') and path_opt.get('pretrain_restorer') and \
+                not path_opt.get('resume_state'):
+            raise OptionsError(f'path.pretrain_network_g (a ScoreConditionedRestorer checkpoint) and {RESTORER_KEY} '
+                               '(a bare restorer checkpoint) are both set; give one.')
+        self.target = check_target_score((opt.get('val') or {}).get('target_score'))
         self.score = None
         super().__init__(opt)
         if not self.is_train:
             self.load_pretrained_restorer()
 
     def load_pretrained_restorer(self):
-        """Load ``path.pretrain_network_restorer`` (if set) into the wrapped restorer of ``net_g``."""
+        """Load ``path.pretrain_restorer`` (if set, and not resuming) into the wrapped restorer of ``net_g``.
+
+        Raises:
+            FileNotFoundError, CheckpointError: one line naming the key and the file (missing, unreadable, or the
+                checkpoint of another network).
+        """
         path_opt = self.opt['path']
-        load_path = path_opt.get('pretrain_network_restorer')
-        if load_path is None:
-            return
+        load_path = path_opt.get('pretrain_restorer')
+        if load_path is None or path_opt.get('pretrain_network_g'):
+            return  # a wrapper checkpoint (a resumed run's) holds the restorer already
         net = self.get_bare_model(self.net_g)
         if not hasattr(net, 'load_restorer_state_dict'):
-            raise OptionsError(f'path.pretrain_network_restorer needs network_g of type ScoreConditionedRestorer, got '
+            raise OptionsError(f'{RESTORER_KEY} needs network_g of type ScoreConditionedRestorer, got '
                                f'{type(net).__name__}.')
-        # gtplus's load_network: any checkpoint layout, and a one-line error naming this key when it does not fit.
-        self.load_network(net.restorer, load_path, path_opt.get('strict_load_restorer', True),
-                          path_opt.get('param_key_restorer', 'params'))
+        # As gtplus's load_network (any checkpoint layout; one-line errors naming the key), under this key's name.
+        loaded = read_checkpoint(load_path, RESTORER_KEY)
+        param_key = path_opt.get('param_key_restorer', 'params')
+        if isinstance(loaded, dict) and param_key not in loaded:
+            param_key = None  # a plain state dict, or params without params_ema: take what is there
+        state = checkpoint_state_dict(loaded, load_path, RESTORER_KEY, param_key)
+        get_root_logger().info(f'Loading the {type(net.restorer).__name__} restorer from {load_path} '
+                               f'[{param_key or "plain"}].')
+        load_into(net.restorer, state, load_path, RESTORER_KEY, path_opt.get('strict_load_restorer', True),
+                  before_load=self._print_different_keys_loading)
 
     def init_training_settings(self):
         # Before the EMA copy below, so that net_g_ema starts from the pretrained restorer too.
@@ -93,15 +111,15 @@ class ScoreConditionedModel(SRModel):
             check_perceptual_weights(perceptual_opt)
         self.cri_pix = build_loss(dict(train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT)).to(self.device)
         self.cri_perceptual = build_loss(dict(perceptual_opt)).to(self.device) if perceptual_opt else None
-        quality_opt = train_opt.get('quality_opt')
-        self.quality_reward = None
-        if quality_opt:
-            quality_opt = dict({'type': 'GTPlusQualityReward'}, **quality_opt)
-            quality_opt.setdefault('device', str(self.device))
-            self.quality_reward = build_loss(quality_opt).to(self.device).eval()
+        # IQPIR stage II's judge builder (a frozen registered loss; without a type, GTPlusQualityReward): it needs
+        # only self.device, so one home serves both models.
+        self.quality_reward = IQPIRModel.build_quality_judge(self, train_opt.get('quality_opt'))
         self.quality_loss_weight = _number('train.quality_loss_weight',
                                            train_opt.get('quality_loss_weight', DEFAULT_QUALITY_LOSS_WEIGHT))
-        self.quality_start_iter = int(_number('train.quality_start_iter', train_opt.get('quality_start_iter', 1)))
+        start = _number('train.quality_start_iter', train_opt.get('quality_start_iter', 0))
+        if start != int(start):
+            raise OptionsError(f'train.quality_start_iter must be a whole number, got {start!r}.')
+        self.quality_start_iter = int(start)
         self.setup_optimizers()
         if train_opt.get('scheduler'):  # basicsr's setup_schedulers requires one; a constant rate needs none
             self.setup_schedulers()
@@ -118,7 +136,8 @@ class ScoreConditionedModel(SRModel):
 
     def quality_active(self, current_iter):
         """Whether iteration ``current_iter`` (1-based, as basicsr counts) has the quality loss."""
-        return self.quality_reward is not None and current_iter >= self.quality_start_iter
+        return self.quality_reward is not None and self.quality_loss_weight > 0 and \
+            current_iter >= self.quality_start_iter
 
     def optimize_parameters(self, current_iter):
         if self.score is None:
@@ -151,9 +170,8 @@ class ScoreConditionedModel(SRModel):
 
     def target_score(self):
         """The score ``test`` conditions on: ``val.target_score``, else the batch's scores, else 1.0."""
-        target = (self.opt.get('val') or {}).get('target_score')
-        if target is not None:
-            return float(target)
+        if self.target is not None:
+            return self.target
         return self.score if self.score is not None else DEFAULT_TARGET_SCORE
 
     def test(self):

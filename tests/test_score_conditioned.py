@@ -257,7 +257,7 @@ def test_a_bare_restorer_checkpoint_loads_into_the_wrapper(tmp_path, scored_fold
     weights = str(tmp_path / 'nafnet.pth')
     torch.save({'params': bare.state_dict()}, weights)
     model = build(tmp_path, options(scored_folder, wrapped('nafnet'), name='sc_pre', ema_decay=0.5,
-                                    path={'pretrain_network_restorer': weights}))
+                                    path={'pretrain_restorer': weights}))
     for net in (model.net_g, model.net_g_ema):  # the EMA copy starts from the pretrained restorer too
         for key, value in bare.state_dict().items():
             assert torch.equal(net.restorer.state_dict()[key], value), key
@@ -266,11 +266,27 @@ def test_a_bare_restorer_checkpoint_loads_into_the_wrapper(tmp_path, scored_fold
         assert torch.equal(model.net_g(lq, HIGH), bare(lq))
     other = str(tmp_path / 'msrresnet.pth')
     torch.save({'params': build_network(dict(TINY_MSRRESNET)).state_dict()}, other)
-    with pytest.raises(CheckpointError, match='pretrain_network_restorer'):
+    with pytest.raises(CheckpointError, match='pretrain_restorer'):
         build(tmp_path, options(scored_folder, wrapped('nafnet'), name='sc_other',
-                                path={'pretrain_network_restorer': other}))
+                                path={'pretrain_restorer': other}))
     with pytest.raises(OptionsError, match='give one'):
         build(tmp_path, options(scored_folder, wrapped('nafnet'), name='sc_both',
-                                path={'pretrain_network_restorer': weights, 'pretrain_network_g': weights}))
+                                path={'pretrain_restorer': weights, 'pretrain_network_g': weights}))
     with pytest.raises(OptionsError, match='target_score'):
         build(tmp_path, options(scored_folder, wrapped('nafnet'), name='sc_target', val={'target_score': 1.5}))
+    with pytest.raises(FileNotFoundError, match='path.pretrain_restorer'):
+        build(tmp_path, options(scored_folder, wrapped('nafnet'), name='sc_missing',
+                                path={'pretrain_restorer': str(tmp_path / 'nowhere.pth')}))
+    # A plain state dict (the official NAFNet layout) loads too.
+    torch.save(bare.state_dict(), weights)
+    plain = build(tmp_path, options(scored_folder, wrapped('nafnet'), name='sc_plain',
+                                    path={'pretrain_restorer': weights}))
+    assert torch.equal(plain.net_g.restorer.intro.weight, bare.intro.weight)
+    # Resuming: basicsr points pretrain_network_g at the saved wrapper; the restorer key (here another network's
+    # weights, which would not load) is then ignored.
+    model.save(0, 1)
+    resumed = build(tmp_path, options(
+        scored_folder, wrapped('nafnet'), name='sc_resumed',
+        path={'pretrain_restorer': other, 'resume_state': os.path.join(model.opt['path']['training_states'], '1.state'),
+              'pretrain_network_g': os.path.join(model.opt['path']['models'], 'net_g_1.pth')}))
+    assert torch.equal(resumed.net_g.restorer.intro.weight, bare.intro.weight)
