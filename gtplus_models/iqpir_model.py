@@ -29,6 +29,10 @@ from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
 VQGAN_KEY = 'path.pretrain_network_vqgan'
+# The official stage-II weights (IQPIR's CodeFormer_stage2_dual_codebook.yml; METHODS.md §2 for the quality term).
+DEFAULT_FEAT_LOSS_WEIGHT = 1.0
+DEFAULT_ENTROPY_LOSS_WEIGHT = 0.5
+DEFAULT_QUALITY_LOSS_WEIGHT = 0.2
 DEFAULT_QUALITY_TYPE = 'GTPlusQualityReward'
 # The submodules whose weights stage II takes from stage I and keeps: GT codes index these codebooks, and the
 # generator decodes them.
@@ -185,9 +189,12 @@ class IQPIRModel(SRModel):
                 self.model_ema(0)  # start from net_g, i.e. from the stage-I weights just copied
             self.net_g_ema.eval()
 
-        self.feat_loss_weight = _number('train.feat_loss_weight', train_opt.get('feat_loss_weight', 1.0))
-        self.entropy_loss_weight = _number('train.entropy_loss_weight', train_opt.get('entropy_loss_weight', 0.5))
-        self.quality_loss_weight = _number('train.quality_loss_weight', train_opt.get('quality_loss_weight', 0.2))
+        self.feat_loss_weight = _number('train.feat_loss_weight',
+                                        train_opt.get('feat_loss_weight', DEFAULT_FEAT_LOSS_WEIGHT))
+        self.entropy_loss_weight = _number('train.entropy_loss_weight',
+                                           train_opt.get('entropy_loss_weight', DEFAULT_ENTROPY_LOSS_WEIGHT))
+        self.quality_loss_weight = _number('train.quality_loss_weight',
+                                           train_opt.get('quality_loss_weight', DEFAULT_QUALITY_LOSS_WEIGHT))
         start = _number('train.quality_start_iter', train_opt.get('quality_start_iter', 0))
         if start != int(start):
             raise OptionsError(f'train.quality_start_iter must be a whole number, got {start!r}.')
@@ -215,6 +222,15 @@ class IQPIRModel(SRModel):
         judge = build_loss(quality_opt).to(self.device).eval()
         for param in judge.parameters():
             param.requires_grad_(False)  # gradients reach the image only
+        # A judge that cannot score the network's images (NIQE under 96 pixels) would otherwise fail only at
+        # quality_start_iter, perhaps a day into the run.
+        size = getattr(self.get_bare_model(self.net_g), 'img_size', None)
+        for metric in getattr(judge, 'iqa', ()):
+            if size and hasattr(metric, 'check_input'):
+                try:
+                    metric.check_input(torch.zeros(1, 3, size, size, device=self.device))
+                except ValueError as err:
+                    raise OptionsError(f'train.quality_opt: {err}') from None
         return judge
 
     def setup_optimizers(self):
@@ -327,4 +343,5 @@ class IQPIRModel(SRModel):
         self.save_training_state(epoch, current_iter)
 
 
-__all__ = ['IQPIRModel', 'build_frozen_vqgan', 'check_target_score', 'shared_tensors']
+__all__ = ['DEFAULT_ENTROPY_LOSS_WEIGHT', 'DEFAULT_FEAT_LOSS_WEIGHT', 'DEFAULT_QUALITY_LOSS_WEIGHT', 'IQPIRModel',
+           'build_frozen_vqgan', 'check_target_score', 'shared_tensors']

@@ -224,6 +224,15 @@ def test_a_stage_one_of_other_sizes_is_refused(tmp_path, scored_folder, stage1):
         build(tmp_path, opt)
 
 
+def test_a_judge_that_cannot_score_the_network_size_is_refused_at_build(tmp_path, scored_folder, stage1):
+    """NIQE needs 96x96 images: a 32x32 network is refused when built, not at quality_start_iter."""
+    quality = {'type': 'GTPlusQualityReward', 'metrics': [{'name': 'niqe', 'weight': 1.0}]}
+    opt = iqpir_options(scored_folder, stage1[0], quality_opt=quality, quality_start_iter=1000)
+    with pytest.raises(OptionsError) as info:
+        build(tmp_path, opt)
+    assert 'train.quality_opt' in str(info.value) and '96x96' in str(info.value) and '\n' not in str(info.value)
+
+
 @pytest.mark.parametrize('value', [1.5, -0.1, 'high', True])
 def test_a_bad_target_score_is_a_one_line_error(tmp_path, scored_folder, stage1, value):
     opt = iqpir_options(scored_folder, stage1[0], val={'val_freq': 10, 'save_img': False, 'target_score': value})
@@ -330,7 +339,9 @@ def test_shipped_stage_two_options_build_and_train_at_tiny_size(tmp_path, scored
     assert opt['train']['optim_g']['lr'] == pytest.approx(1e-4) and opt['train']['ema_decay'] == 0.995
     sizes = {k: v for k, v in opt['network_vqgan'].items() if k != 'type'}
     assert sizes == {k: v for k, v in opt['network_g'].items() if k in sizes}  # stage I's sizes
+    assert opt['train']['quality_opt']['metrics'] == [{'name': 'niqe', 'weight': 1.0}]
     opt.update(num_gpu=0, network_g=dict(TINY_IQPIR), network_vqgan=dict(TINY_AE))
+    opt['train']['quality_opt'] = {'type': JUDGE}  # NIQE cannot score 32x32 images (see the test above)
     del opt['datasets']['val']
     opt['datasets']['train'].update(dataroot_gt=scored_folder, io_backend={'type': 'disk'}, score_name='musiq',
                                     gt_size=32, num_worker_per_gpu=0)
