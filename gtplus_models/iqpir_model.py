@@ -148,7 +148,9 @@ class IQPIRModel(SRModel):
 
     Departure from the official code: the official judge (MUSIQ, TOPIQ, MANIQA) received images outside [0,1]
     (pyiqa expects [0,1]); here the output is clamped to [0,1] first. The official quality term
-    ``relu(1 - MUSIQ) * w`` is ``-w * reward`` here, the reward of any configured judge.
+    ``relu(1 - MUSIQ) * w`` is ``-w * reward`` here, the reward of any configured judge. The GT codes are always
+    computed on the fly by ``network_vqgan`` (the official options can also read precomputed code files,
+    ``latent_gt_path``), so a stage-I checkpoint is all stage II needs.
     """
 
     def __init__(self, opt):
