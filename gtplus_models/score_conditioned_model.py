@@ -3,11 +3,13 @@ restorer plus IQPIR's score embedding) on the GT's own quality score, with an op
 from collections import OrderedDict
 
 import torch
+from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from gtplus_arch.score_conditioned_arch import ScoreConditionedRestorer
 from gtplus_models.checkpoints import checkpoint_state_dict, load_into, read_checkpoint
 from gtplus_models.dual_codebook_vq_model import DEFAULT_PIXEL_OPT, _number, check_perceptual_weights
 from gtplus_models.iqpir_model import IQPIRModel, check_target_score
@@ -34,8 +36,9 @@ class ScoreConditionedModel(SRModel):
     - ``l_percep`` / ``l_style``: ``train.perceptual_opt`` if given (a missing VGG file is a one-line error);
     - ``l_quality = -quality_loss_weight * reward(clamp(output, 0, 1))`` with ``train.quality_opt`` (a loss mapping,
       ``{type: GTPlusQualityReward, metrics: [{name: niqe, weight: 1.0}]}``, frozen; the judge always sees
-      [0,1]), from iteration ``train.quality_start_iter`` (1-based, inclusive; default 0: from the start) on; each
-      metric's raw batch mean is logged as ``iqa_<name>``.
+      [0,1]; a judge may return the reward alone or ``(reward, raw scores)``), from iteration
+      ``train.quality_start_iter`` (1-based, inclusive; default 0: from the start) on; each metric's raw batch mean
+      is logged under its name, as IQPIRModel does.
 
     Options:
         train.quality_loss_weight (float): default 0.2 (as IQPIRModel).
@@ -76,7 +79,7 @@ class ScoreConditionedModel(SRModel):
         if load_path is None or path_opt.get('pretrain_network_g'):
             return  # a wrapper checkpoint (a resumed run's) holds the restorer already
         net = self.get_bare_model(self.net_g)
-        if not hasattr(net, 'load_restorer_state_dict'):
+        if not isinstance(net, ScoreConditionedRestorer):
             raise OptionsError(f'{RESTORER_KEY} needs network_g of type ScoreConditionedRestorer, got '
                                f'{type(net).__name__}.')
         # As gtplus's load_network (any checkpoint layout; one-line errors naming the key), under this key's name.
@@ -97,7 +100,6 @@ class ScoreConditionedModel(SRModel):
         self.net_g.train()
         self.ema_decay = _number('train.ema_decay', train_opt.get('ema_decay', 0))
         if self.ema_decay > 0:
-            from basicsr.archs import build_network
             self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
             load_path = self.opt['path'].get('pretrain_network_g')
             if load_path is not None:
@@ -156,12 +158,12 @@ class ScoreConditionedModel(SRModel):
                     loss_dict[name] = value
         if self.quality_active(current_iter):
             # pyiqa always receives [0,1] (IQPIR's official code feeds it the raw output).
-            reward, raw = self.quality_reward(torch.clamp(self.output, 0, 1))
+            result = self.quality_reward(torch.clamp(self.output, 0, 1))
+            reward, raw = result if isinstance(result, tuple) else (result, {})
             l_quality = -self.quality_loss_weight * reward
             l_total = l_total + l_quality
             loss_dict['l_quality'] = l_quality
-            for name, value in raw.items():
-                loss_dict[f'iqa_{name}'] = value
+            loss_dict.update((name, value.detach()) for name, value in raw.items())  # as IQPIRModel logs them
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)

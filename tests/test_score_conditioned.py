@@ -207,8 +207,8 @@ def test_the_quality_loss_starts_at_quality_start_iter_on_clamped_outputs_and_tr
         assert 'l_quality' not in model.log_dict and not judge.ranges
     before = embedding.detach().clone()
     model.optimize_parameters(3)
-    assert {'l_quality', 'iqa_fake'} <= set(model.log_dict)
-    assert model.log_dict['l_quality'] == pytest.approx(-0.5 * model.log_dict['iqa_fake'], rel=1e-5)
+    assert {'l_quality', 'fake'} <= set(model.log_dict)
+    assert model.log_dict['l_quality'] == pytest.approx(-0.5 * model.log_dict['fake'], rel=1e-5)
     assert model.output.min() < 0 or model.output.max() > 1  # so the clamp had work to do
     (low, high), = judge.ranges
     assert 0.0 <= low and high <= 1.0
