@@ -185,8 +185,11 @@ def redirect_pretrain_paths(opt, resume_iter):
         saved = osp.join(opt['path']['models'], f'net_{basename}_{resume_iter}.pth')
         if network not in ignored and osp.isfile(saved):
             opt['path'][f'pretrain_{network}'] = saved
-    for key in [k for k in opt['path'] if k.startswith('param_key') and opt['path'][k] == 'params_ema']:
-        opt['path'][key] = 'params'
+            # A saved trained network resumes from its raw weights (its EMA copy loads 'params_ema' itself), as
+            # basicsr does; a frozen network's key is left alone: it was never saved, and rewriting it would load
+            # the non-EMA weights of its original checkpoint after a resume (IQPIR's stage-I network_vqgan).
+            if opt['path'].get(f'param_key_{basename}') == 'params_ema':
+                opt['path'][f'param_key_{basename}'] = 'params'
 
 
 def resume_map_location(opt):

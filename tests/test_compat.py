@@ -247,3 +247,18 @@ def test_filter2d_after_diffjpeg_works():
     out = jpeger(x, quality=quality.clone())
     assert out.is_contiguous() and torch.equal(out, raw)
     assert filter2D(out, kernel).shape == (2, 3, 20, 24)
+
+
+def test_resume_redirects_saved_networks_and_keeps_a_frozen_networks_ema_key(tmp_path):
+    """A resumed run loads each saved network's raw weights; a frozen network that was never saved (IQPIR's stage-I
+    network_vqgan) keeps its path and its 'params_ema' key (rewriting it loaded the non-EMA stage I after a resume)."""
+    models = tmp_path / 'models'
+    models.mkdir()
+    (models / 'net_g_7.pth').write_bytes(b'x')
+    opt = {'network_g': {}, 'network_vqgan': {}, 'network_d': {},
+           'path': {'models': str(models), 'pretrain_network_g': None, 'param_key_g': 'params_ema',
+                    'pretrain_network_vqgan': '/stage1.pth', 'param_key_vqgan': 'params_ema'}}
+    basicsr_patches.redirect_pretrain_paths(opt, 7)
+    assert opt['path']['pretrain_network_g'] == str(models / 'net_g_7.pth') and opt['path']['param_key_g'] == 'params'
+    assert opt['path']['pretrain_network_vqgan'] == '/stage1.pth' and opt['path']['param_key_vqgan'] == 'params_ema'
+    assert 'pretrain_network_d' not in opt['path']
