@@ -12,12 +12,10 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from gtplus_arch.score_conditioned_arch import ScoreConditionedRestorer
 from gtplus_models.checkpoints import checkpoint_state_dict, load_into, read_checkpoint
 from gtplus_models.dual_codebook_vq_model import DEFAULT_PIXEL_OPT, _number, check_perceptual_weights
-from gtplus_models.iqpir_model import IQPIRModel, check_target_score
+from gtplus_models.iqpir_model import DEFAULT_QUALITY_LOSS_WEIGHT, IQPIRModel, check_target_score
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
-# As IQPIRModel (stage II): METHODS.md §2 gives 0.15-0.2 for the quality-loss weight.
-DEFAULT_QUALITY_LOSS_WEIGHT = 0.2
 DEFAULT_TARGET_SCORE = 1.0  # inference without val.target_score or a batch score asks for the best quality
 # Not pretrain_network_*: basicsr pairs each such key with a network_* block (and resets them all on resume).
 RESTORER_KEY = 'path.pretrain_restorer'
@@ -116,6 +114,7 @@ class ScoreConditionedModel(SRModel):
         # IQPIR stage II's judge builder (a frozen registered loss; without a type, GTPlusQualityReward): it needs
         # only self.device, so one home serves both models.
         self.quality_reward = IQPIRModel.build_quality_judge(self, train_opt.get('quality_opt'))
+        self.check_judge_input_size()
         self.quality_loss_weight = _number('train.quality_loss_weight',
                                            train_opt.get('quality_loss_weight', DEFAULT_QUALITY_LOSS_WEIGHT))
         start = _number('train.quality_start_iter', train_opt.get('quality_start_iter', 0))
@@ -125,6 +124,19 @@ class ScoreConditionedModel(SRModel):
         self.setup_optimizers()
         if train_opt.get('scheduler'):  # basicsr's setup_schedulers requires one; a constant rate needs none
             self.setup_schedulers()
+
+    def check_judge_input_size(self):
+        """Refuse, at build, a judge that cannot score the training crops (NIQE needs 96 pixels a side), which would
+        otherwise fail only at ``quality_start_iter``. The output is GT-sized: ``datasets.train.gt_size``."""
+        size = (self.opt['datasets'].get('train') or {}).get('gt_size')
+        if self.quality_reward is None or not isinstance(size, int):
+            return
+        for metric in getattr(self.quality_reward, 'iqa', ()):
+            if hasattr(metric, 'check_input'):
+                try:
+                    metric.check_input(torch.zeros(1, 3, size, size, device=self.device))
+                except ValueError as err:
+                    raise OptionsError(f'train.quality_opt (datasets.train.gt_size {size}): {err}') from None
 
     def feed_data(self, data):
         """

@@ -23,10 +23,11 @@ HIGH, LOW = 0.9, 0.1
 
 @pytest.fixture(scope='module')
 def scored_folder(tmp_path_factory):
-    """Two random GT PNGs and their `gtplus score` side file (only for the option checks: tests feed batches)."""
+    """Two random 96x96 GT PNGs (NIQE's least size) and their `gtplus score` side file (the option checks and the
+    validation read them; training tests feed their own batches)."""
     from data_helpers import make_folder
     from test_scored_blind_dataset import write_scores
-    folder, _ = make_folder(str(tmp_path_factory.mktemp('sc_gt') / 'gt'), num=2, height=GT_SIZE, width=GT_SIZE)
+    folder, _ = make_folder(str(tmp_path_factory.mktemp('sc_gt') / 'gt'), num=2, height=96, width=96)
     write_scores(folder, {f'{i:03d}': {'musiq': 10. * i} for i in range(2)}, ensemble=False, kind='folder')
     return folder
 
@@ -190,11 +191,16 @@ class RecordingJudge(torch.nn.Module):
 
 def test_the_quality_loss_starts_at_quality_start_iter_on_clamped_outputs_and_trains_the_embedding(
         tmp_path, scored_folder):
+    from gtplus_models.options import OptionsError
     quality_opt = {'type': 'GTPlusQualityReward', 'metrics': [{'name': 'niqe', 'weight': 1.0}]}
     # No pixel loss weight: any gradient on the embedding comes from the quality loss.
     opt = options(scored_folder, wrapped('nafnet'), name='sc_quality', quality_opt=quality_opt,
                   quality_start_iter=3, quality_loss_weight=0.5,
                   pixel_opt={'type': 'L1Loss', 'loss_weight': 0.0})
+    # NIQE cannot score 16-pixel crops: refused at build, not at quality_start_iter.
+    with pytest.raises(OptionsError, match='gt_size 16.*96'):
+        build(tmp_path, opt)
+    opt['datasets']['train']['gt_size'] = 96  # the judge is replaced below: the batches fed stay 16x16
     model = build(tmp_path, opt)
     assert type(model.quality_reward).__name__ == 'GTPlusQualityReward'  # built from the loss mapping
     judge = model.quality_reward = RecordingJudge()
