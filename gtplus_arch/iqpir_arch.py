@@ -474,8 +474,9 @@ class IQPIRNet(DualCodebookVQAutoEncoder):
         n_head (int): attention heads (8).
         n_layers (int): transformer layers (9).
         num_bins (int): score bins over [0,1] (official ``num_class``, 10).
-        score_embedding (bool): add the score-bin embedding (``score_embed``); False builds the layout of the
-            official stage-II options, whose ``score_embedding: None`` is the string 'None' and so no embedding.
+        score_embedding (bool): add the score-bin embedding (``score_embed``, zero-initialised); False builds the
+            layout of the official stage-II options, whose ``score_embedding: None`` is the string 'None' and so no
+            embedding.
         fix_modules (sequence[str]): submodules frozen (requires_grad False); CodeFormer freezes
             ``quantize`` and ``generator``, here the HQ+ codebook too.
         official_straight_through (bool): decode with the official estimator only, ``q = z + sg[q - z]``, whose
@@ -499,6 +500,11 @@ class IQPIRNet(DualCodebookVQAutoEncoder):
         self.position_emb = nn.Parameter(torch.zeros(tokens, dim_embd))
         self.feat_emb = nn.Linear(emb_dim, dim_embd)
         self.score_embed = nn.Embedding(num_bins, tokens * emb_dim) if score_embedding else None
+        if self.score_embed is not None:
+            # Zeros, not nn.Embedding's N(0, 1) (the official init): a bin that no training GT falls in (a score range
+            # the data lacks, common on small or one-sided sets) then leaves the latent as it is instead of adding
+            # unit noise to each of its values, which decoded to garbage at that target score.
+            nn.init.zeros_(self.score_embed.weight)
         self.ft_layers = nn.Sequential(*[TransformerSALayer(dim_embd, n_head, dim_embd * 2) for _ in range(n_layers)])
         # One Linear for both heads, outputs interleaved (HQ+, common) per code: the official layout.
         self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, 2 * codebook_size, bias=False))

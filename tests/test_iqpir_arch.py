@@ -243,6 +243,10 @@ def test_score_bins_cover_the_closed_unit_interval():
     assert bins.tolist() == [0, 5, 9, 9]  # the official floor(10 s) gives 10 at 1.0, past its 10-row table
     x = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
+        fresh = {s: net(x, s, code_only=True)[0] for s in (0.0, 0.5, 1.0)}
+        # Zero-initialised: an untrained bin leaves the latent as it is (N(0,1) rows decoded to garbage).
+        assert torch.equal(fresh[0.0], fresh[0.5]) and torch.equal(fresh[0.0], fresh[1.0])
+        net.score_embed.weight.normal_()  # as after training
         logits = {s: net(x, s, code_only=True)[0] for s in (0.0, 0.5, 0.99, 1.0)}
     assert torch.equal(logits[0.99], logits[1.0])  # same bin
     assert not torch.equal(logits[0.0], logits[0.5])  # the bin reaches the transformer
