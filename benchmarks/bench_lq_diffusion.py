@@ -27,10 +27,10 @@ import argparse
 import copy
 import statistics
 import tempfile
-import time
 
 import torch
 import torch.nn.functional as F
+from timing import interleaved_medians, interleaved_training_medians
 
 UNET = {'sample_size': 32, 'block_out_channels': [32, 64, 128, 128], 'layers_per_block': 1, 'norm_num_groups': 8,
         'down_block_types': ['DownBlock2D', 'DownBlock2D', 'DownBlock2D', 'AttnDownBlock2D'],
@@ -40,21 +40,6 @@ SCHEDULER = {'type': 'DDPMScheduler', 'num_train_timesteps': 1000, 'beta_schedul
 FIRST_STAGE = {'type': 'RealESRGANSynthesizer', 'scale': 4, 'preset': 'stablesr'}
 BATCH, LQ_SIZE, MAX_TIMESTEP, LR, DECAY = 4, 32, 250, 1e-4, 0.999
 STEPS, STRENGTHS = (10, 25, 50), (0.1, 0.25, 0.5)
-
-
-def interleaved_training_medians(fns, repeats, warmup=2):
-    """Median seconds per call of each callable, round-robin, with gradients (timing.interleaved_medians runs under
-    inference_mode, which a training step cannot)."""
-    times = {name: [] for name in fns}
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def lq_batch():
@@ -133,7 +118,6 @@ def training_table(repeats):
 def refinement_table(repeats):
     from gtplus_arch import RealESRGANSynthesizer
     from gtplus_arch.diffusion_synthesizer_arch import DiffusionRefinedSynthesizer
-    from timing import interleaved_medians
     hr = F.interpolate(lq_batch(), scale_factor=4, mode='bicubic', align_corners=False).clamp(0, 1)
     first = RealESRGANSynthesizer(4, 'stablesr')
     rows = {'first stage alone (RealESRGANSynthesizer stablesr)': (first, None)}

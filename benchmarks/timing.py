@@ -1,4 +1,4 @@
-"""Shared timing helper for the benchmark scripts (not a benchmark itself: the Makefile runs bench_*.py)."""
+"""Shared timing helpers for the benchmark scripts (not a benchmark itself: the Makefile runs bench_*.py)."""
 import statistics
 import time
 
@@ -30,4 +30,28 @@ def interleaved_medians(fns, repeats, warmup=1):
                     start = time.perf_counter()
                     fn()
                     times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def interleaved_training_medians(fns, repeats, warmup=2):
+    """Median seconds per call of each callable, round-robin, with gradients (interleaved_medians runs under
+    inference_mode, which a training step cannot).
+
+    Args:
+        fns (dict[str, callable]): name -> zero-argument callable (e.g. one training step).
+        repeats (int): timed calls per callable.
+        warmup (int): untimed calls of each callable first.
+
+    Returns:
+        dict[str, float]: name -> median seconds.
+    """
+    times = {name: [] for name in fns}
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
