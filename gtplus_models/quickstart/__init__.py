@@ -1,7 +1,7 @@
 """The quickstart pipelines: each method end to end on the embedded photos, on a CPU, as an honest experiment.
 
-One module per pipeline (``enhanced_supervision.py``, ``undertrained.py`` and ``diffusion.py`` today; ``iqpir``
-next), each defining ``NAME`` (the ``--pipeline`` value), ``HELP`` (one line) and
+One module per pipeline (``enhanced_supervision.py``, ``undertrained.py``, ``diffusion.py`` and ``iqpir.py``), each
+defining ``NAME`` (the ``--pipeline`` value), ``HELP`` (one line) and
 ``run(out, size, iters, cond, photos, holdout) -> report``; its
 YAML templates live in ``templates/<module name>/``. ``common.py`` holds the shared stage machinery (photos, LMDBs,
 templates, training stages, timings) and ``report.py`` the shared report (metrics, verdicts, report.json/.md).
@@ -13,7 +13,7 @@ help. To add one: write ``quickstart/<name>.py`` and its templates, and list the
 import importlib
 import os.path as osp
 
-PIPELINE_MODULES = ('enhanced_supervision', 'undertrained', 'diffusion')
+PIPELINE_MODULES = ('enhanced_supervision', 'undertrained', 'diffusion', 'iqpir')
 DEFAULT_PIPELINE = 'enhanced-supervision'
 ALL = 'all'
 
