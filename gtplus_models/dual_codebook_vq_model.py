@@ -15,6 +15,7 @@ from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from gtplus_models.model_util import build_ema, save_generator
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
@@ -126,14 +127,7 @@ class DualCodebookVQModel(SRModel):
             check_perceptual_weights(perceptual_opt)
         self.net_g.train()
         self.ema_decay = _number('train.ema_decay', train_opt.get('ema_decay', 0))
-        if self.ema_decay > 0:
-            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
-            load_path = self.opt['path'].get('pretrain_network_g')
-            if load_path is not None:
-                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
-            else:
-                self.model_ema(0)  # start from net_g's weights
-            self.net_g_ema.eval()
+        build_ema(self, self.ema_decay)
 
         self.cri_pix = build_loss(dict(train_opt.get('pixel_opt') or DEFAULT_PIXEL_OPT)).to(self.device)
         self.cri_perceptual = build_loss(dict(perceptual_opt)).to(self.device) if perceptual_opt else None
@@ -236,10 +230,7 @@ class DualCodebookVQModel(SRModel):
         super().nondist_validation(NamedByGT(dataloader), current_iter, tb_logger, save_img)
 
     def save(self, epoch, current_iter):
-        if getattr(self, 'net_g_ema', None) is not None:
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
+        save_generator(self, current_iter)
         if getattr(self, 'net_d', None) is not None:
             self.save_network(self.net_d, 'net_d', current_iter)
         self.save_training_state(epoch, current_iter)

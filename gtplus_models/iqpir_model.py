@@ -25,6 +25,7 @@ from gtplus_models.checkpoints import (
     read_checkpoint,
 )
 from gtplus_models.dual_codebook_vq_model import _number
+from gtplus_models.model_util import build_ema, save_generator
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
@@ -182,14 +183,7 @@ class IQPIRModel(SRModel):
 
         self.net_g.train()
         self.ema_decay = _number('train.ema_decay', train_opt.get('ema_decay', 0))
-        if self.ema_decay > 0:
-            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
-            load_path = self.opt['path'].get('pretrain_network_g')
-            if load_path is not None:
-                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
-            else:
-                self.model_ema(0)  # start from net_g, i.e. from the stage-I weights just copied
-            self.net_g_ema.eval()
+        build_ema(self, self.ema_decay)  # after the stage-I copy: the EMA starts from those weights
 
         self.feat_loss_weight = _number('train.feat_loss_weight',
                                         train_opt.get('feat_loss_weight', DEFAULT_FEAT_LOSS_WEIGHT))
@@ -338,10 +332,7 @@ class IQPIRModel(SRModel):
 
     def save(self, epoch, current_iter):
         # The frozen stage-I network is not saved: it is the user's file, named by path.pretrain_network_vqgan.
-        if getattr(self, 'net_g_ema', None) is not None:
-            self.save_network([self.net_g, self.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
-        else:
-            self.save_network(self.net_g, 'net_g', current_iter)
+        save_generator(self, current_iter)
         self.save_training_state(epoch, current_iter)
 
 

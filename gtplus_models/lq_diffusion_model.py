@@ -19,10 +19,14 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from gtplus_arch.diffusion_synthesizer_arch import DEFAULT_NOISE_SCHEDULER, DiffusionRefinedSynthesizer
+from gtplus_arch.diffusion_synthesizer_arch import (
+    DEFAULT_NOISE_SCHEDULER,
+    DiffusionRefinedSynthesizer,
+)
 from gtplus_arch.lq_diffusion_arch import build_noise_scheduler, sample_timesteps
 from gtplus_data.figures import labelled_strip
 from gtplus_data.image_util import tensor_to_uint8, write_png
+from gtplus_models.model_util import build_ema
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import TRAIN_STREAM, VAL_STREAM, pair_seed
 
@@ -151,16 +155,8 @@ class LQDiffusionModel(SRModel):
         self.net_g.train()
         self.ema_decay = _check_number('train.ema_decay', train_opt.get('ema_decay', 0), 0, 1)
         if self.ema_decay > 0:
-            # SRModel's EMA set-up (a copy of net_g, or params_ema of path.pretrain_network_g, in eval mode).
-            from basicsr.archs import build_network
             get_root_logger().info(f'Use Exponential Moving Average with decay: {self.ema_decay}')
-            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
-            load_path = self.opt['path'].get('pretrain_network_g')
-            if load_path is not None:
-                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
-            else:
-                self.model_ema(0)
-            self.net_g_ema.eval()
+        build_ema(self, self.ema_decay)
         self.setup_optimizers()
         if train_opt.get('scheduler'):
             self.setup_schedulers()

@@ -3,7 +3,6 @@ restorer plus IQPIR's score embedding) on the GT's own quality score, with an op
 from collections import OrderedDict
 
 import torch
-from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
@@ -11,8 +10,17 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from gtplus_arch.score_conditioned_arch import ScoreConditionedRestorer
 from gtplus_models.checkpoints import checkpoint_state_dict, load_into, read_checkpoint
-from gtplus_models.dual_codebook_vq_model import DEFAULT_PIXEL_OPT, _number, check_perceptual_weights
-from gtplus_models.iqpir_model import DEFAULT_QUALITY_LOSS_WEIGHT, IQPIRModel, check_target_score
+from gtplus_models.dual_codebook_vq_model import (
+    DEFAULT_PIXEL_OPT,
+    _number,
+    check_perceptual_weights,
+)
+from gtplus_models.iqpir_model import (
+    DEFAULT_QUALITY_LOSS_WEIGHT,
+    IQPIRModel,
+    check_target_score,
+)
+from gtplus_models.model_util import build_ema
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
@@ -97,14 +105,7 @@ class ScoreConditionedModel(SRModel):
         train_opt = self.opt['train']
         self.net_g.train()
         self.ema_decay = _number('train.ema_decay', train_opt.get('ema_decay', 0))
-        if self.ema_decay > 0:
-            self.net_g_ema = build_network(self.opt['network_g']).to(self.device)
-            load_path = self.opt['path'].get('pretrain_network_g')
-            if load_path is not None:
-                self.load_network(self.net_g_ema, load_path, self.opt['path'].get('strict_load_g', True), 'params_ema')
-            else:
-                self.model_ema(0)  # start from net_g's weights
-            self.net_g_ema.eval()
+        build_ema(self, self.ema_decay)
 
         perceptual_opt = train_opt.get('perceptual_opt')
         if perceptual_opt:

@@ -558,6 +558,11 @@ BAD_INPUTS = [
                                       'sampler': {'type': 'NoSuchScheduler'}}})),
     Row('quickstart-diffusion-size-not-multiple-of-8', ['quickstart', '{out}/qs', '--pipeline', 'diffusion',
                                                         '--size', '132'], ['--size must be a multiple of 8']),
+    Row('quickstart-iqpir-size-too-small', ['quickstart', '{out}/qs', '--pipeline', 'iqpir', '--size', '96'],
+        ['--size must be a multiple of 8 and at least 128 for the iqpir pipeline, got 96']),
+    Row('quickstart-iqpir-holdout-everything',
+        ['quickstart', '{out}/qs', '--pipeline', 'iqpir', '--holdout', 'astronaut,chelsea,coffee,hubble_deep_field,'
+         'immunohistochemistry,retina,rocket,stereo_motorcycle'], ['--holdout leaves no photo to train on']),
     # synthesizer models
     Row('train-synth-without-snapshot', TRAIN, ['path.pretrain_network_synth is required',
                                                 'UndertrainedReconstructionSynthesizer'], synthesized_sr()),

@@ -42,7 +42,12 @@ def test_the_control_is_stage2_without_the_score_and_the_quality_loss(tmp_path):
 
 def test_the_gt_set_is_uneven_and_the_test_lq_is_fixed(tmp_path):
     from gtplus_models.quickstart.common import sample_photos
-    from gtplus_models.quickstart.iqpir import GT_QUALITIES, test_degradation, test_lq, uneven_gt
+    from gtplus_models.quickstart.iqpir import (
+        GT_QUALITIES,
+        heldout_degradation,
+        heldout_lq,
+        uneven_gt,
+    )
     photos = {k: v for k, v in sample_photos(128).items() if k in ('astronaut', 'chelsea')}
     gt = uneven_gt(photos)
     assert sorted(gt) == sorted(f'{k}_{q}' for k in photos for q in GT_QUALITIES)
@@ -53,8 +58,8 @@ def test_the_gt_set_is_uneven_and_the_test_lq_is_fixed(tmp_path):
 
     for key in photos:  # each lower quality is blurrier
         assert sharpness(gt[f'{key}_q2']) > sharpness(gt[f'{key}_q1']) > sharpness(gt[f'{key}_q0'])
-    params = test_degradation(str(tmp_path))
-    first, again = test_lq(photos, params), test_lq(photos, params)
+    params = heldout_degradation(str(tmp_path))
+    first, again = heldout_lq(photos, params), heldout_lq(photos, params)
     for key in photos:
         np.testing.assert_array_equal(first[key], again[key])  # seeded per key: the same test on every run
         assert first[key].shape == photos[key].shape
@@ -67,3 +72,24 @@ def test_size_rule():
     for size in (120, 132):
         with pytest.raises(ValueError, match=f'at least 128 for the iqpir pipeline, got {size}'):
             check_size(size)
+
+
+def test_quickstart_iqpir_preview_runs_every_stage(tmp_path):
+    from gtplus_models.quickstart.iqpir import TARGETS
+    out = tmp_path / 'qs'
+    run_cli(['quickstart', str(out), '--pipeline', 'iqpir', '--size', '128', '--iters', '2'], cwd=tmp_path,
+            timeout=900)
+    report = json.loads((out / 'report.json').read_text())
+    targets = [f'target_{t:g}' for t in TARGETS]
+    assert set(report['mean']) == {'lq', 'control', *targets}
+    assert report['held_out_images'] == ['chelsea', 'stereo_motorcycle']
+    assert set(report['spearman']) == {'psnr_vs_pristine', 'ssim_vs_pristine', 'niqe', 'piqe'}
+    assert all(rho is None or -1 <= rho <= 1 for rho in report['spearman'].values())
+    assert list(report['sweep']) == [f'{t:g}' for t in TARGETS]
+    assert [row.split(' (')[0] for row in report['gt_scores']] == ['q2', 'q1', 'q0']
+    for name, values in report['mean'].items():
+        assert 5 < values['psnr_vs_pristine'] < 40, name
+    for path in ('figures/sweep.png', 'figures/gt_scores.png', 'restored/method/sweep/chelsea.png',
+                 'restored/control/score_1.00/chelsea.png', 'options/stage2_control.yml', 'report.md'):
+        assert (out / path).is_file(), path
+    assert 'Spearman' in (out / 'report.md').read_text()

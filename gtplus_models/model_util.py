@@ -1,0 +1,32 @@
+"""Pieces every gtplus training model shares with basicsr's SRModel: the EMA copy of net_g and the net_g checkpoint
+(one home; SRModel inlines both in methods that also build its losses, so they cannot be called alone)."""
+from basicsr.archs import build_network
+
+
+def build_ema(model, decay):
+    """SRModel's EMA set-up: ``model.net_g_ema``, a copy of ``network_g`` in eval mode that starts from the
+    ``params_ema`` of ``path.pretrain_network_g`` when given, else from ``model.net_g``'s current weights (so build
+    it after any weights were copied into net_g). Nothing is built for ``decay`` 0.
+
+    Args:
+        model (BaseModel): the model (reads ``opt``, ``device``, ``net_g``).
+        decay (float): ``train.ema_decay`` in [0, 1), already checked.
+    """
+    if decay <= 0:
+        return
+    model.net_g_ema = build_network(model.opt['network_g']).to(model.device)
+    load_path = model.opt['path'].get('pretrain_network_g')
+    if load_path is not None:
+        model.load_network(model.net_g_ema, load_path, model.opt['path'].get('strict_load_g', True), 'params_ema')
+    else:
+        model.model_ema(0)
+    model.net_g_ema.eval()
+
+
+def save_generator(model, current_iter):
+    """``net_g_<iter>.pth`` with ``params`` and, when the model keeps an EMA copy, ``params_ema`` (SRModel's
+    layout, which basicsr's test and resume read)."""
+    if getattr(model, 'net_g_ema', None) is not None:
+        model.save_network([model.net_g, model.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
+    else:
+        model.save_network(model.net_g, 'net_g', current_iter)
