@@ -52,7 +52,7 @@ import tempfile
 
 import torch
 import torch.nn.functional as F
-from timing import interleaved_medians, interleaved_training_medians
+from timing import interleaved_medians, interleaved_training_medians, timed_step
 from torch import nn
 
 AE = {'img_size': 96, 'nf': 32, 'ch_mult': [1, 1, 2, 2], 'res_blocks': 1, 'attn_resolutions': [], 'codebook_size': 128,
@@ -124,16 +124,8 @@ def training_table(repeats):
         models = dict(zip(names, (code_only, free, niqe)))
         start = {name: model.get_bare_model(model.net_g).state_dict() for name, model in models.items()}
         assert all(torch.equal(start[names[0]][key], start[name][key]) for name in names for key in start[name])
-
-        def steps(model):
-            counter = [0]
-
-            def step():
-                counter[0] += 1
-                model.feed_data(data)
-                model.optimize_parameters(counter[0])
-            return step
-        medians = interleaved_training_medians({name: steps(model) for name, model in models.items()}, repeats)
+        medians = interleaved_training_medians({name: timed_step(model, data) for name, model in models.items()},
+                                               repeats)
         assert all(model.quality_active(1) == (name != names[0]) for name, model in models.items())
         logged = sorted(niqe.log_dict)
         last_niqe = float(niqe.log_dict['niqe'])

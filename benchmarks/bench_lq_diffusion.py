@@ -30,7 +30,7 @@ import tempfile
 
 import torch
 import torch.nn.functional as F
-from timing import interleaved_medians, interleaved_training_medians
+from timing import interleaved_medians, interleaved_training_medians, timed_step
 
 UNET = {'sample_size': 32, 'block_out_channels': [32, 64, 128, 128], 'layers_per_block': 1, 'norm_num_groups': 8,
         'down_block_types': ['DownBlock2D', 'DownBlock2D', 'DownBlock2D', 'AttnDownBlock2D'],
@@ -75,7 +75,7 @@ def bare_step(with_ema):
     return step
 
 
-def model_step(folder, ema_decay):
+def lq_diffusion_step(folder, ema_decay):
     """LQDiffusionModel's feed_data + optimize_parameters (seed-0 weights) as a callable."""
     from basicsr.models import build_model
     opt = {'name': 'bench', 'model_type': 'LQDiffusionModel', 'num_gpu': 0, 'is_train': True, 'dist': False,
@@ -83,24 +83,16 @@ def model_step(folder, ema_decay):
            'noise_scheduler': dict(SCHEDULER), 'path': {'models': folder, 'training_states': folder},
            'train': {'max_timestep': MAX_TIMESTEP, 'ema_decay': ema_decay, 'optim_g': {'type': 'AdamW', 'lr': LR}}}
     torch.manual_seed(0)
-    model = build_model(opt)
-    data = {'gt': lq_batch()}
-    counter = [0]
-
-    def step():
-        counter[0] += 1
-        model.feed_data(data)
-        model.optimize_parameters(counter[0])
-    return step
+    return timed_step(build_model(opt), {'gt': lq_batch()})
 
 
 def training_table(repeats):
     import logging
     logging.getLogger('basicsr').setLevel(logging.WARNING)  # the model's set-up lines are not the table
     with tempfile.TemporaryDirectory() as folder:
-        arms = {'bare diffusers': bare_step(False), 'LQDiffusionModel, ema_decay 0': model_step(folder, 0),
+        arms = {'bare diffusers': bare_step(False), 'LQDiffusionModel, ema_decay 0': lq_diffusion_step(folder, 0),
                 'bare diffusers + EMAModel': bare_step(True),
-                f'LQDiffusionModel, ema_decay {DECAY}': model_step(folder, DECAY)}
+                f'LQDiffusionModel, ema_decay {DECAY}': lq_diffusion_step(folder, DECAY)}
         medians = interleaved_training_medians(arms, repeats)
     names = list(arms)
     reference = {names[0]: names[0], names[1]: names[0], names[2]: names[2], names[3]: names[2]}

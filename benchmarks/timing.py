@@ -55,3 +55,15 @@ def interleaved_training_medians(fns, repeats, warmup=2):
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def timed_step(model, data):
+    """A basicsr model's training iteration as a zero-argument callable: ``feed_data(data)`` then
+    ``optimize_parameters`` with the iteration counted from 1, as basicsr's loop does."""
+    counter = [0]
+
+    def step():
+        counter[0] += 1
+        model.feed_data(data)
+        model.optimize_parameters(counter[0])
+    return step

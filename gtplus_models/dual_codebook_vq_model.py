@@ -15,7 +15,7 @@ from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from gtplus_models.model_util import build_ema, save_generator
+from gtplus_models.model_util import add_perceptual, build_ema, save_generator
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
@@ -176,12 +176,7 @@ class DualCodebookVQModel(SRModel):
         self.output, loss_common, loss_hq = self.net_g(self.gt, self.score)
         l_recon = self.cri_pix(self.output, self.gt)
         loss_dict['l_pix'] = l_recon
-        if self.cri_perceptual is not None:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    l_recon = l_recon + value
-                    loss_dict[name] = value
+        l_recon = add_perceptual(self.cri_perceptual, self.output, self.gt, l_recon, loss_dict)
         l_total = l_recon
         if gan:
             l_g_gan = self.cri_gan(self.net_d(self.output), True, is_disc=False)

@@ -30,3 +30,26 @@ def save_generator(model, current_iter):
         model.save_network([model.net_g, model.net_g_ema], 'net_g', current_iter, param_key=['params', 'params_ema'])
     else:
         model.save_network(model.net_g, 'net_g', current_iter)
+
+
+def add_perceptual(criterion, output, gt, total, loss_dict):
+    """``total`` plus basicsr's perceptual and style terms of ``output`` against ``gt`` (each logged under
+    ``l_percep`` / ``l_style`` when the loss returns it; ``PerceptualLoss`` returns None for a weight of 0).
+
+    Args:
+        criterion (nn.Module | None): a basicsr loss returning ``(percep, style)``; None adds nothing.
+        output, gt (Tensor): [B,3,H,W] RGB in [0,1].
+        total (Tensor): the loss so far (0-dim).
+        loss_dict (OrderedDict): where the terms are logged.
+
+    Returns:
+        Tensor: the new total.
+    """
+    if criterion is None:
+        return total
+    l_percep, l_style = criterion(output, gt)
+    for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+        if value is not None:
+            total = total + value
+            loss_dict[name] = value
+    return total

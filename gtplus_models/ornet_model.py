@@ -12,6 +12,7 @@ from gtplus_models.checkpoints import build_frozen_network
 from gtplus_models.enhanced_supervision import (DEFAULT_CLAMP_OUTPUT, DEFAULT_COND, DEFAULT_COND_PER_SAMPLE,
                                                 DEFAULT_PIXEL_OPT, condition_tensor, draw_condition, enhance,
                                                 official_cfmg_shift_warning, stack_sources)
+from gtplus_models.model_util import add_perceptual
 from gtplus_models.quality_loss import GTPlusQualityReward
 
 INPUT_MODES = ('gt', 'restorer')
@@ -130,12 +131,7 @@ class ORNetModel(SRModel):
         l_pix = self.cri_pix(self.output.clamp(0, 1) if self.clamp_output else self.output, target)
         loss_dict['l_pix'] = l_pix
         l_total = l_pix
-        if self.cri_perceptual is not None:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    l_total = l_total + value
-                    loss_dict[name] = value
+        l_total = add_perceptual(self.cri_perceptual, self.output, self.gt, l_total, loss_dict)
         if self.iqa_reward is not None:
             reward, raw = self.iqa_reward(self.output.clamp(0, 1), self.gt)
             l_total = l_total - reward

@@ -20,7 +20,7 @@ from gtplus_models.iqpir_model import (
     IQPIRModel,
     check_target_score,
 )
-from gtplus_models.model_util import build_ema
+from gtplus_models.model_util import add_perceptual, build_ema
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
@@ -163,12 +163,7 @@ class ScoreConditionedModel(SRModel):
         loss_dict = OrderedDict()
         l_total = self.cri_pix(self.output, self.gt)
         loss_dict['l_pix'] = l_total
-        if self.cri_perceptual is not None:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    l_total = l_total + value
-                    loss_dict[name] = value
+        l_total = add_perceptual(self.cri_perceptual, self.output, self.gt, l_total, loss_dict)
         if self.quality_active(current_iter):
             # pyiqa always receives [0,1] (IQPIR's official code feeds it the raw output).
             result = self.quality_reward(torch.clamp(self.output, 0, 1))
