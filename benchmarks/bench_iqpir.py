@@ -7,7 +7,7 @@ interleaved round-robin, medians), so the ratios hold even when the machine's lo
 (measured on a 2-core machine shared with other work: the milliseconds are noisy, the ratios much less so).
 
 Sizes: the quickstart's (``gtplus_models/quickstart/templates/iqpir/stage2.yml``), the least CPU size NIQE can judge:
-img_size 96, nf 32, ch_mult [1,1,2,2] (a 12x12 token grid), res_blocks 1, no attention blocks, 2 codebooks of 128
+img_size 96, nf 32, ch_mult [1,1,2,2] (a 12x12 token grid), res_blocks 1, no attention blocks, 2 codebooks of 256
 codes of emb_dim 32; transformer dim_embd 64, n_head 4, n_layers 2, 10 score bins. Weights are random (a trained
 network runs the same operations).
 
@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from timing import interleaved_medians, interleaved_training_medians, timed_step
 from torch import nn
 
-AE = {'img_size': 96, 'nf': 32, 'ch_mult': [1, 1, 2, 2], 'res_blocks': 1, 'attn_resolutions': [], 'codebook_size': 128,
+AE = {'img_size': 96, 'nf': 32, 'ch_mult': [1, 1, 2, 2], 'res_blocks': 1, 'attn_resolutions': [], 'codebook_size': 256,
       'emb_dim': 32, 'beta': 0.25, 'hq_threshold': 0.6, 'fuse_weight': 0.8}
 TRANSFORMER = {'dim_embd': 64, 'n_head': 4, 'n_layers': 2, 'num_bins': 10, 'score_embedding': True}
 NIQE_JUDGE = {'type': 'GTPlusQualityReward', 'metrics': [{'name': 'niqe', 'weight': 1.0}]}
