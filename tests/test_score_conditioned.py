@@ -296,3 +296,11 @@ def test_a_bare_restorer_checkpoint_loads_into_the_wrapper(tmp_path, scored_fold
         path={'pretrain_restorer': other, 'resume_state': os.path.join(model.opt['path']['training_states'], '1.state'),
               'pretrain_network_g': os.path.join(model.opt['path']['models'], 'net_g_1.pth')}))
     assert torch.equal(resumed.net_g.restorer.intro.weight, bare.intro.weight)
+
+
+@pytest.mark.parametrize('scale, multiple', [(1, 4), (2, 2), (4, 1)])
+def test_tiling_sees_a_wrapped_rrdbnets_pixel_unshuffle(scale, multiple):
+    from gtplus_models.tools.tiling import size_rule
+    restorer = {'type': 'RRDBNet', 'num_in_ch': 3, 'num_out_ch': 3, 'scale': scale, 'num_feat': 8, 'num_block': 1,
+                'num_grow_ch': 4}
+    assert size_rule(ScoreConditionedRestorer(restorer, 'conv_body', channels=8))[0] == multiple

@@ -49,8 +49,10 @@ def size_rule(net):
     if not multiple:
         windows = {m.window_size for m in net.modules() if isinstance(getattr(m, 'window_size', None), int)}
         multiple = math.lcm(*windows) if windows else 1
-    if multiple == 1 and type(net).__name__ == 'RRDBNet' and getattr(net, 'scale', None) in (1, 2):
-        multiple = 4 // net.scale
+    # Looked for among the modules, so that a wrapper (ScoreConditionedRestorer) gets its RRDBNet's rule too.
+    rrdb = next((m for m in net.modules() if type(m).__name__ == 'RRDBNet'), None)
+    if multiple == 1 and rrdb is not None and getattr(rrdb, 'scale', None) in (1, 2):
+        multiple = 4 // rrdb.scale
     padder = getattr(net, 'padder_size', 1)
     align = math.lcm(int(multiple), int(padder))
     if hasattr(net, 'padder_size') or callable(getattr(net, 'check_image_size', None)):
