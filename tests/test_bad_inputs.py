@@ -576,6 +576,8 @@ BAD_INPUTS = [
         synthesized_sr({'type': 'BicubicSynthesizer', 'scale': 4}, gt_size=18)),
     # restore
     Row('restore-empty', ['restore', '{empty}'] + RESTORE[2:], ['{empty}', 'holds no images'], iqpir_files),
+    Row('restore-corrupt-input', ['restore', '{corrupt}'] + RESTORE[2:],
+        ['1 unreadable image(s) in {corrupt}, nothing restored', '{corrupt}/bad.png'], iqpir_files),
     Row('restore-missing-weights', RESTORE[:-1] + ['{out}/none.pth'], ['--weights points to {out}/none.pth'],
         iqpir_files),
     Row('restore-weights-of-another-network', RESTORE[:-1] + ['{ornet_pth}'],

@@ -56,8 +56,11 @@ def check_output_folder(out_dir, name='OUT_DIR'):
         raise NotADirectoryError(f'{name} {out_dir} {where} an existing file, not a folder; give a folder path')
 
 
-def check_readable(source, keys):
+def check_readable(source, keys, done='refined'):
     """Decode every image of ``keys`` once; raise listing every unreadable one by path.
+
+    Args:
+        done (str): what the verb would have done, for the message ('refined', 'restored').
 
     Raises:
         ImageReadError: "2 unreadable image(s) in IN, nothing refined: cannot decode image ...: IN/a.png; ...".
@@ -70,7 +73,7 @@ def check_readable(source, keys):
         except ImageReadError as error:  # names the path already
             errors.append(str(error))
     if errors:
-        raise ImageReadError(f'{len(errors)} unreadable image(s) in {source.path}, nothing refined: ' +
+        raise ImageReadError(f'{len(errors)} unreadable image(s) in {source.path}, nothing {done}: ' +
                              '; '.join(errors))
 
 

@@ -159,5 +159,5 @@ def restore(input_path, out_dir, opt_path, weights_path, scores=(DEFAULT_SCORE, 
         from basicsr.utils import get_root_logger
         get_root_logger().info(f'{type(net).__name__} takes exactly {size}x{size} inputs: smaller images are padded, '
                                f'larger ones run in {size}x{size} windows with {tile_pad} pixels of context')
-    check_readable(source, [key for key in source.keys if not is_done(out_dir, key, scores)])
+    check_readable(source, [key for key in source.keys if not is_done(out_dir, key, scores)], 'restored')
     return restore_source(source, out_dir, net, scores, tile, tile_pad, device)
