@@ -25,7 +25,7 @@ from gtplus_models.checkpoints import (
     read_checkpoint,
 )
 from gtplus_models.dual_codebook_vq_model import _number
-from gtplus_models.model_util import build_ema, save_generator
+from gtplus_models.model_util import add_quality, build_ema, save_generator
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
@@ -299,13 +299,7 @@ class IQPIRModel(SRModel):
             loss_dict['l_ce_common'] = l_ce_common
             loss_dict['l_ce_hq'] = l_ce_hq
         if quality:
-            # pyiqa expects [0,1] (the official code fed it [-1,1]-scaled images).
-            result = self.quality_judge(out.clamp(0, 1))
-            reward, raw = result if isinstance(result, tuple) else (result, {})
-            l_quality = -self.quality_loss_weight * reward
-            l_total = l_total + l_quality
-            loss_dict['l_quality'] = l_quality
-            loss_dict.update((name, value.detach()) for name, value in raw.items())
+            l_total = add_quality(self.quality_judge, self.quality_loss_weight, out, l_total, loss_dict)
         l_total.backward()
         self.optimizer_g.step()
 

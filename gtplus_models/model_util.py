@@ -53,3 +53,27 @@ def add_perceptual(criterion, output, gt, total, loss_dict):
             total = total + value
             loss_dict[name] = value
     return total
+
+
+def add_quality(judge, weight, output, total, loss_dict):
+    """``total`` plus the NR-IQA quality term ``l_quality = -weight * reward`` of ``output``, clamped to [0,1] first
+    (pyiqa always receives [0,1]; IQPIR's official code fed it [-1,1] or raw outputs); the judge's raw scores are
+    logged under their metric names.
+
+    Args:
+        judge (nn.Module): returns ``(reward, {name: raw score})`` (``GTPlusQualityReward``) or a bare reward;
+            larger is better.
+        weight (float): ``train.quality_loss_weight``.
+        output (Tensor): [B,3,H,W] RGB, nominally [0,1].
+        total (Tensor): the loss so far (0-dim).
+        loss_dict (OrderedDict): where the terms are logged.
+
+    Returns:
+        Tensor: the new total.
+    """
+    result = judge(output.clamp(0, 1))
+    reward, raw = result if isinstance(result, tuple) else (result, {})
+    l_quality = -weight * reward
+    loss_dict['l_quality'] = l_quality
+    loss_dict.update((name, value.detach()) for name, value in raw.items())
+    return total + l_quality

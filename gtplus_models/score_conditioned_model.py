@@ -20,7 +20,7 @@ from gtplus_models.iqpir_model import (
     IQPIRModel,
     check_target_score,
 )
-from gtplus_models.model_util import add_perceptual, build_ema
+from gtplus_models.model_util import add_perceptual, add_quality, build_ema
 from gtplus_models.options import OptionsError
 from gtplus_models.synthesized_sr_model import NamedByGT
 
@@ -165,13 +165,7 @@ class ScoreConditionedModel(SRModel):
         loss_dict['l_pix'] = l_total
         l_total = add_perceptual(self.cri_perceptual, self.output, self.gt, l_total, loss_dict)
         if self.quality_active(current_iter):
-            # pyiqa always receives [0,1] (IQPIR's official code feeds it the raw output).
-            result = self.quality_reward(torch.clamp(self.output, 0, 1))
-            reward, raw = result if isinstance(result, tuple) else (result, {})
-            l_quality = -self.quality_loss_weight * reward
-            l_total = l_total + l_quality
-            loss_dict['l_quality'] = l_quality
-            loss_dict.update((name, value.detach()) for name, value in raw.items())  # as IQPIRModel logs them
+            l_total = add_quality(self.quality_reward, self.quality_loss_weight, self.output, l_total, loss_dict)
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)

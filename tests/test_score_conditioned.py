@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from test_dual_codebook_vq_model import build  # an option dict's model, as basicsr's training builds it
 from torch.nn import functional as F
 
 import gtplus_models  # noqa: F401  (registers every gtplus component)
@@ -53,20 +54,6 @@ def options(data_root, network, name='sc', path=None, val=None, **train):
     if val is not None:
         opt['val'] = dict({'val_freq': 1, 'save_img': False}, **val)
     return opt
-
-
-def build(tmp_path, opt):
-    """The model of ``opt``, as basicsr's training builds it (options parsed and checked by gtplus)."""
-    from basicsr.models import build_model
-    from conftest import write_yaml
-
-    from gtplus_models.options import parse_options
-    path = write_yaml(tmp_path / f'{opt["name"]}.yml', opt)
-    parsed = parse_options(str(tmp_path), True, ['-opt', path])[0]
-    for key in ('models', 'training_states'):
-        os.makedirs(parsed['path'][key], exist_ok=True)
-    torch.manual_seed(0)
-    return build_model(parsed)
 
 
 def sharp_and_blurred(seed=0):
