@@ -26,16 +26,18 @@ def cond_folder(cond):
     return f'refined_c{cond:.2f}'
 
 
-def output_paths(out_dir, key, conds):
-    """({c: refined PNG path}, sweep strip path) of ``key``."""
-    return ({cond: osp.join(out_dir, cond_folder(cond), f'{key}.png') for cond in conds},
-            osp.join(out_dir, 'sweep', f'{key}.png'))
+def sweep_paths(out_dir, key, values, folder=cond_folder):
+    """Every file ``key`` gets from a verb that writes one image per value (refine's c, restore's score):
+    {value: OUT/<folder(value)>/<key>.png}, and with several values 'sweep': OUT/sweep/<key>.png (the strip)."""
+    paths = {value: osp.join(out_dir, folder(value), f'{key}.png') for value in values}
+    if len(values) > 1:
+        paths['sweep'] = osp.join(out_dir, 'sweep', f'{key}.png')
+    return paths
 
 
-def is_done(out_dir, key, conds):
-    """Whether every output of ``key`` exists (a rerun skips it)."""
-    outputs, sweep_path = output_paths(out_dir, key, conds)
-    return all(osp.isfile(p) for p in outputs.values()) and (len(conds) < 2 or osp.isfile(sweep_path))
+def is_done(out_dir, key, values, folder=cond_folder):
+    """Whether every output of ``key`` (:func:`sweep_paths`) exists (a rerun skips it)."""
+    return all(osp.isfile(path) for path in sweep_paths(out_dir, key, values, folder).values())
 
 
 def check_output_folder(out_dir, name='OUT_DIR'):
@@ -96,7 +98,7 @@ def refine_source(source, out_dir, restorer, ornet, conds, tile=0, tile_pad=32, 
     for key in tqdm(source.keys, desc='refine', unit='img', disable=None):
         if is_done(out_dir, key, conds):
             continue
-        outputs, sweep_path = output_paths(out_dir, key, conds)
+        outputs = sweep_paths(out_dir, key, conds)
         img = image_to_tensor(source.read(key), device)
         restored = run_chain([(restorer, False)], img, tile=tile, tile_pad=tile_pad) if restorer else img
         panels = [('input', tensor_to_uint8(img))]
@@ -108,7 +110,7 @@ def refine_source(source, out_dir, restorer, ornet, conds, tile=0, tile_pad=32, 
             write_png(outputs[cond], refined)
             panels.append((f'ORNet c={cond:g}', refined))
         if len(conds) > 1:
-            write_png(sweep_path, labelled_strip(panels))
+            write_png(outputs['sweep'], labelled_strip(panels))
     return list(source.keys)
 
 

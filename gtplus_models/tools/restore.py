@@ -19,13 +19,12 @@ flag, key or path): scores outside [0,1] or two that name one folder, a YAML wit
 an empty or unreadable input, an output path that is a file.
 """
 import inspect
-import os.path as osp
 
 from gtplus_data.figures import labelled_strip
 from gtplus_data.image_source import input_source
 from gtplus_data.image_util import image_to_tensor, tensor_to_uint8, write_png
 from gtplus_models.checkpoints import CheckpointError, load_frozen_network
-from gtplus_models.tools.refine import check_output_folder, check_readable
+from gtplus_models.tools.refine import check_output_folder, check_readable, is_done, sweep_paths
 from gtplus_models.tools.tiling import check_network_tiling, check_tiling, fixed_input_size, run_chain
 
 # The best quality: IQPIR's top score bin, what a user restoring an image asks for unless sweeping.
@@ -37,19 +36,6 @@ DEFAULT_TILE_PAD = 32
 def score_folder(score):
     """The output folder of target ``score``: 'score_0.90'."""
     return f'score_{score:.2f}'
-
-
-def output_paths(out_dir, key, scores):
-    """Every file ``key`` gets: {score: PNG path}, and with several scores 'sweep': the strip's path."""
-    paths = {score: osp.join(out_dir, score_folder(score), f'{key}.png') for score in scores}
-    if len(scores) > 1:
-        paths['sweep'] = osp.join(out_dir, 'sweep', f'{key}.png')
-    return paths
-
-
-def is_done(out_dir, key, scores):
-    """Whether every output of ``key`` exists (a rerun skips it)."""
-    return all(osp.isfile(path) for path in output_paths(out_dir, key, scores).values())
 
 
 def check_scores(scores, flag='--score'):
@@ -107,9 +93,9 @@ def restore_source(source, out_dir, net, scores, tile=0, tile_pad=None, device='
     from tqdm import tqdm
     tile_pad = default_tile_pad(net) if tile_pad is None else tile_pad
     for key in tqdm(source.keys, desc='restore', unit='img', disable=None):
-        if is_done(out_dir, key, scores):
+        if is_done(out_dir, key, scores, score_folder):
             continue
-        outputs = output_paths(out_dir, key, scores)
+        outputs = sweep_paths(out_dir, key, scores, score_folder)
         img = image_to_tensor(source.read(key), device)
         panels = [('input', tensor_to_uint8(img))]
         for score in scores:
@@ -159,5 +145,5 @@ def restore(input_path, out_dir, opt_path, weights_path, scores=(DEFAULT_SCORE, 
         from basicsr.utils import get_root_logger
         get_root_logger().info(f'{type(net).__name__} takes exactly {size}x{size} inputs: smaller images are padded, '
                                f'larger ones run in {size}x{size} windows with {tile_pad} pixels of context')
-    check_readable(source, [key for key in source.keys if not is_done(out_dir, key, scores)], 'restored')
+    check_readable(source, [key for key in source.keys if not is_done(out_dir, key, scores, score_folder)], 'restored')
     return restore_source(source, out_dir, net, scores, tile, tile_pad, device)
